@@ -1,0 +1,43 @@
+# Set-up and run commands. `make demo` and `make test` work on a fresh machine:
+# they create .venv with Python >= 3.12 and install the package first.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Two pytest workers for the two cores; XLA single-threaded inside each.
+PYTEST_ARGS ?= -n 2
+
+.PHONY: venv demo test test-all lint format docs bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || "$$(sh .ci/find-python)" -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,docs,examples]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/quickstart.py
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow" tests numpyro_ebm --doctest-modules
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests numpyro_ebm --doctest-modules
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_kernels.py
+
+clean:
+	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

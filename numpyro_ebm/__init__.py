@@ -1,0 +1,24 @@
+"""numpyro_ebm: Langevin kernels, neural energy priors and MCMC-based learning
+for NumPyro."""
+
+from numpyro_ebm import core
+from numpyro_ebm.core.schedules import (
+    geometric_schedule,
+    linear_schedule,
+    polynomial_schedule,
+)
+from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "core",
+    "ULA",
+    "MALA",
+    "RWMH",
+    "AnnealedLangevin",
+    "KernelState",
+    "geometric_schedule",
+    "linear_schedule",
+    "polynomial_schedule",
+]

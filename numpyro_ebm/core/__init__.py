@@ -1,0 +1,36 @@
+"""Functional core: pure JAX transitions with NamedTuple states (no NumPyro)."""
+
+from numpyro_ebm.core import langevin, metrics, proposals, rwmh, schedules
+from numpyro_ebm.core.langevin import (
+    LangevinInfo,
+    LangevinState,
+    langevin_proposal,
+    langevin_step,
+)
+from numpyro_ebm.core.metrics import Metric, metric_from_inverse_mass_matrix
+from numpyro_ebm.core.rwmh import RWMHInfo, RWMHState, rwmh_step
+from numpyro_ebm.core.schedules import (
+    geometric_schedule,
+    linear_schedule,
+    polynomial_schedule,
+)
+
+__all__ = [
+    "langevin",
+    "metrics",
+    "proposals",
+    "rwmh",
+    "schedules",
+    "LangevinInfo",
+    "LangevinState",
+    "langevin_proposal",
+    "langevin_step",
+    "Metric",
+    "metric_from_inverse_mass_matrix",
+    "RWMHInfo",
+    "RWMHState",
+    "rwmh_step",
+    "geometric_schedule",
+    "linear_schedule",
+    "polynomial_schedule",
+]

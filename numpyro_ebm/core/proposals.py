@@ -1,0 +1,53 @@
+"""The Metropolis–Hastings accept/reject step, shared by every adjusted kernel."""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import Array, random
+
+__all__ = ["MHDecision", "metropolis_hastings", "select", "is_finite_tree"]
+
+
+class MHDecision(NamedTuple):
+    """Outcome of an accept/reject step.
+
+    Attributes:
+        accept_prob: ``min(1, exp(log_accept_ratio))``; 0 for a non-finite
+            proposal.
+        is_accepted: whether the proposal was taken.
+        diverging: the proposal had a non-finite potential or gradient.
+    """
+
+    accept_prob: Array
+    is_accepted: Array
+    diverging: Array
+
+
+def is_finite_tree(*trees) -> Array:
+    """True when every leaf of every tree is finite."""
+    leaves = jax.tree.leaves(trees)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHDecision:
+    """Accept with probability ``min(1, exp(log_accept_ratio))``.
+
+    A proposal that is not ``finite`` is rejected and flagged as diverging, so a
+    non-finite potential never enters the chain. The comparison is made on the
+    log scale, so large ratios never overflow.
+    """
+    log_accept_ratio = jnp.where(finite, log_accept_ratio, -jnp.inf)
+    # NaN ratios (e.g. inf - inf) are rejections too
+    log_accept_ratio = jnp.where(
+        jnp.isnan(log_accept_ratio), -jnp.inf, log_accept_ratio
+    )
+    accept_prob = jnp.exp(jnp.minimum(log_accept_ratio, 0.0))
+    log_uniform = jnp.log(random.uniform(rng_key, dtype=accept_prob.dtype))
+    is_accepted = log_uniform < log_accept_ratio
+    return MHDecision(accept_prob, is_accepted, ~finite)
+
+
+def select(condition, new, old):
+    """``new`` where ``condition`` else ``old``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)

@@ -1,0 +1,438 @@
+"""What every numpyro_ebm MCMC kernel shares: model set-up, state, adaptation.
+
+Subclasses only say how one transition is made (``_transition``) from the
+functional core; everything NumPyro needs — ``model=`` or ``potential_fn=``,
+constrained sites, ``chain_method="vectorized"``, warm-up adaptation through
+:func:`numpyro.infer.hmc_util.warmup_adapter`, diagnostics — lives here.
+"""
+
+import math
+from collections import namedtuple
+
+import jax
+import jax.numpy as jnp
+from jax import random
+from jax.flatten_util import ravel_pytree
+from numpyro.handlers import seed, trace
+from numpyro.infer.hmc_util import warmup_adapter
+from numpyro.infer.initialization import init_to_uniform
+from numpyro.infer.mcmc import MCMCKernel
+from numpyro.infer.util import initialize_model
+from numpyro.util import identity, is_prng_key, not_jax_tracer
+
+from numpyro_ebm.core import schedules
+from numpyro_ebm.core.metrics import Metric
+
+__all__ = ["KernelState"]
+
+KernelState = namedtuple(
+    "KernelState",
+    [
+        "i",
+        "z",
+        "potential_energy",
+        "z_grad",
+        "accept_prob",
+        "mean_accept_prob",
+        "diverging",
+        "num_diverging",
+        "adapt_state",
+        "rng_key",
+    ],
+)
+KernelState.__doc__ = """
+State of the numpyro_ebm kernels (a :func:`~collections.namedtuple`, like
+NumPyro's ``HMCState``):
+
+- **i** - iteration, counting warm-up and sampling together.
+- **z** - unconstrained values at the latent sites (or the ``potential_fn`` input).
+- **potential_energy** - potential energy at ``z``.
+- **z_grad** - its gradient (``None`` for gradient-free kernels).
+- **accept_prob** - acceptance probability of the last proposal.
+- **mean_accept_prob** - running mean of ``accept_prob`` in the current phase
+  (warm-up or sampling).
+- **diverging** - the last proposal had a non-finite potential or gradient
+  and was rejected.
+- **num_diverging** - number of such proposals in the current phase.
+- **adapt_state** - NumPyro's ``HMCAdaptState`` (``step_size``,
+  ``inverse_mass_matrix``, ...): the step size used at this iteration.
+- **rng_key** - random key for the next transition.
+"""
+
+
+def _check_positive_scalar(name, value):
+    try:
+        value = float(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`{name}` must be a positive number, got {value!r}.") from err
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`{name}` must be positive and finite, got {value}.")
+
+
+def check_schedule(name, schedule, *, decreasing=False):
+    """Validate a scalar, 1-D array or callable schedule; raise ``ValueError``."""
+    if callable(schedule):
+        try:
+            first = jnp.asarray(schedule(jnp.asarray(0)))
+        except Exception as err:  # the user's function failed on iteration 0
+            raise ValueError(
+                f"`{name}` schedule could not be evaluated at iteration 0: {err}"
+            ) from err
+        if first.shape != ():
+            raise ValueError(
+                f"`{name}` schedule must return a scalar, got shape {first.shape}."
+            )
+        _check_positive_scalar(f"{name}(0)", first)
+        return schedule
+    values = jnp.asarray(schedule)
+    if values.ndim == 0:
+        _check_positive_scalar(name, values)
+        return schedule
+    if values.ndim != 1 or values.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` must be a scalar, a non-empty 1-D array or a callable of the "
+            f"iteration; got an array of shape {values.shape}."
+        )
+    if not bool(jnp.all(jnp.isfinite(values) & (values > 0))):
+        raise ValueError(
+            f"every value of the `{name}` schedule must be positive and finite."
+        )
+    if decreasing and not bool(jnp.all(jnp.diff(values) <= 0)):
+        raise ValueError(f"the `{name}` schedule must be non-increasing.")
+    return values
+
+
+def _check_schedule_length(name, schedule, num_warmup):
+    if callable(schedule) or jnp.ndim(schedule) == 0:
+        return
+    if jnp.shape(schedule)[0] < num_warmup:
+        raise ValueError(
+            f"the `{name}` schedule has {jnp.shape(schedule)[0]} values but the "
+            f"warm-up alone takes {num_warmup} iterations; give one value per "
+            "iteration (the last value is held after the schedule ends)."
+        )
+
+
+def _check_discrete_sites(model, rng_key, model_args, model_kwargs):
+    key = rng_key if is_prng_key(rng_key) else rng_key[0]
+    model_trace = trace(seed(model, key)).get_trace(*model_args, **model_kwargs)
+    for name, site in model_trace.items():
+        if (
+            site["type"] == "sample"
+            and not site["is_observed"]
+            and site["fn"].support.is_discrete
+        ):
+            raise ValueError(
+                f"Sample site '{name}' is discrete; Langevin and Metropolis–Hastings "
+                "kernels of numpyro_ebm need continuous latent sites. Marginalise it "
+                "out or use a Gibbs scheme (e.g. numpyro.infer.MixedHMC / HMCGibbs)."
+            )
+
+
+class LangevinKernelBase(MCMCKernel):
+    """Shared machinery of :class:`ULA`, :class:`MALA`, :class:`RWMH` and
+    :class:`AnnealedLangevin`; not meant to be used directly."""
+
+    #: whether the transition needs the potential's gradient
+    _uses_gradient = True
+
+    def __init__(
+        self,
+        model=None,
+        potential_fn=None,
+        step_size=1.0,
+        adapt_step_size=True,
+        adapt_mass_matrix=True,
+        dense_mass=False,
+        target_accept_prob=0.574,
+        inverse_mass_matrix=None,
+        init_strategy=init_to_uniform,
+    ):
+        if not (model is None) ^ (potential_fn is None):
+            raise ValueError("Only one of `model` or `potential_fn` must be specified.")
+        if not isinstance(dense_mass, bool):
+            raise ValueError(
+                "`dense_mass` must be True or False (block-structured mass matrices "
+                "are not supported by numpyro_ebm kernels)."
+            )
+        if not 0 < target_accept_prob < 1:
+            raise ValueError(
+                f"`target_accept_prob` must be in (0, 1), got {target_accept_prob}."
+            )
+        self._model = model
+        self._potential_fn = potential_fn
+        self._potential_fn_gen = None
+        self._postprocess_fn = None
+        self._step_size = step_size
+        self._adapt_step_size = adapt_step_size
+        self._adapt_mass_matrix = adapt_mass_matrix
+        self._dense_mass = dense_mass
+        self._target_accept_prob = target_accept_prob
+        self._inverse_mass_matrix = self._check_inverse_mass_matrix(
+            inverse_mass_matrix, dense_mass
+        )
+        self._init_strategy = init_strategy
+        self._num_warmup = 0
+        self._wa_update = None
+        self._sample_fn = None
+
+    # ----------------------------------------------------------------- checks
+    @staticmethod
+    def _check_inverse_mass_matrix(inverse_mass_matrix, dense_mass):
+        if inverse_mass_matrix is None:
+            return None
+        imm = jnp.asarray(inverse_mass_matrix)
+        if imm.ndim == 1:
+            if not bool(jnp.all(jnp.isfinite(imm) & (imm > 0))):
+                raise ValueError(
+                    "`inverse_mass_matrix` must be positive definite: a diagonal "
+                    "one needs every entry positive and finite."
+                )
+            if dense_mass:
+                imm = jnp.diag(imm)
+            return imm
+        if imm.ndim != 2 or imm.shape[0] != imm.shape[1]:
+            raise ValueError(
+                "`inverse_mass_matrix` must be a vector (diagonal) or a square "
+                f"matrix, got shape {imm.shape}."
+            )
+        if not dense_mass:
+            raise ValueError(
+                "a 2-D `inverse_mass_matrix` needs `dense_mass=True` "
+                "(pass its diagonal for a diagonal mass matrix)."
+            )
+        symmetric = bool(jnp.allclose(imm, imm.T, rtol=1e-5, atol=1e-8))
+        if not symmetric or not bool(jnp.all(jnp.isfinite(jnp.linalg.cholesky(imm)))):
+            raise ValueError(
+                "`inverse_mass_matrix` must be symmetric positive definite."
+            )
+        return imm
+
+    def _check_size(self, size):
+        if self._inverse_mass_matrix is not None:
+            if self._inverse_mass_matrix.shape[0] != size:
+                raise ValueError(
+                    f"`inverse_mass_matrix` has size {self._inverse_mass_matrix.shape[0]}"
+                    f" but the latent space has dimension {size}."
+                )
+
+    # ------------------------------------------------------------ properties
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def sample_field(self):
+        return "z"
+
+    @property
+    def default_fields(self):
+        return (
+            "z",
+            "diverging",
+            "potential_energy",
+            "accept_prob",
+            "adapt_state.step_size",
+        )
+
+    def get_diagnostics_str(self, state):
+        step_size = float(state.adapt_state.step_size)
+        accept_prob = float(state.mean_accept_prob)
+        divergences = int(state.num_diverging)
+        return (
+            f"step size {step_size:.2e}. acc. prob={accept_prob:.2f}. "
+            f"divergences={divergences}"
+        )
+
+    def postprocess_fn(self, model_args, model_kwargs):
+        if self._postprocess_fn is None:
+            return identity
+        return self._postprocess_fn(*model_args, **model_kwargs)
+
+    def get_potential_fn(self, model_args=(), model_kwargs=None):
+        """The potential energy (negative log joint in unconstrained space)."""
+        if self._potential_fn_gen is None:
+            if self._potential_fn is not None:
+                return self._potential_fn
+            raise RuntimeError("the kernel must be initialised first (run `init`).")
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        return self._potential_fn_gen(*model_args, **model_kwargs)
+
+    # ------------------------------------------------------------------ init
+    def _setup_model(self, rng_key, init_params, model_args, model_kwargs):
+        if self._model is None:
+            return init_params
+        _check_discrete_sites(self._model, rng_key, model_args, model_kwargs)
+        params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
+            rng_key,
+            self._model,
+            dynamic_args=True,
+            init_strategy=self._init_strategy,
+            model_args=model_args,
+            model_kwargs=model_kwargs,
+        )
+        self._potential_fn_gen = potential_fn_gen
+        self._postprocess_fn = postprocess_fn
+        return params_info[0] if init_params is None else init_params
+
+    def _energy(self, potential_fn):
+        """Potential (and gradient when used) at a position."""
+        if self._uses_gradient:
+            return jax.value_and_grad(potential_fn)
+        return lambda z: (potential_fn(z), None)
+
+    def _adapter(self, num_warmup):
+        return warmup_adapter(
+            num_warmup,
+            adapt_step_size=self._adapt_step_size,
+            adapt_mass_matrix=self._adapt_mass_matrix,
+            dense_mass=self._dense_mass,
+            target_accept_prob=self._target_accept_prob,
+        )
+
+    def _initial_step_size(self):
+        return schedules.evaluate(self._step_size, 0)
+
+    def _check_init(self, num_warmup):
+        """Subclass hook: validate settings that depend on ``num_warmup``."""
+
+    def init(
+        self, rng_key, num_warmup, init_params=None, model_args=(), model_kwargs=None
+    ):
+        model_kwargs = {} if model_kwargs is None else model_kwargs
+        self._check_init(num_warmup)
+        vectorized = not is_prng_key(rng_key)
+        if vectorized:
+            rng_key, key_model = jnp.swapaxes(jax.vmap(random.split)(rng_key), 0, 1)
+        else:
+            rng_key, key_model = random.split(rng_key)
+        init_params = self._setup_model(
+            key_model, init_params, model_args, model_kwargs
+        )
+        if init_params is None:
+            raise ValueError(
+                "Valid value of `init_params` must be provided with `potential_fn`."
+            )
+        energy = self._energy(self.get_potential_fn(model_args, model_kwargs))
+        pe, grad = (jax.vmap(energy) if vectorized else energy)(init_params)
+        self._check_start(pe, grad)
+
+        one = jax.tree.map(lambda x: x[0], init_params) if vectorized else init_params
+        size = ravel_pytree(one)[0].shape[0]
+        self._check_size(size)
+        self._num_warmup = num_warmup
+        wa_init, self._wa_update = self._adapter(num_warmup)
+        step_size = jnp.asarray(self._initial_step_size(), jnp.result_type(float))
+
+        def init_one(key, z, pe, grad):
+            key, key_wa = random.split(key)
+            wa_state = wa_init(
+                (z,),
+                key_wa,
+                step_size,
+                inverse_mass_matrix=self._inverse_mass_matrix,
+                mass_matrix_size=size,
+            )._replace(rng_key=None)
+            zero = jnp.zeros((), jnp.result_type(float))
+            return KernelState(
+                jnp.array(0),
+                z,
+                pe,
+                grad,
+                zero,
+                zero,
+                jnp.array(False),
+                jnp.array(0),
+                wa_state,
+                key,
+            )
+
+        if vectorized:
+            self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
+            return jax.vmap(init_one)(rng_key, init_params, pe, grad)
+        self._sample_fn = self._sample_one
+        return init_one(rng_key, init_params, pe, grad)
+
+    @staticmethod
+    def _check_start(pe, grad):
+        if not (not_jax_tracer(pe) and not_jax_tracer(grad)):
+            return
+        if not bool(jnp.all(jnp.isfinite(pe))):
+            raise ValueError(
+                "Invalid start: the potential energy at the initial parameters is "
+                f"not finite ({pe}). Pass valid `init_params` or another "
+                "`init_strategy`."
+            )
+        if grad is not None and not all(
+            bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad)
+        ):
+            raise ValueError(
+                "Invalid start: the gradient of the potential energy at the initial "
+                "parameters is not finite."
+            )
+
+    # ---------------------------------------------------------------- sample
+    def _transition(self, rng_key, state, potential_fn, metric):
+        """Subclass hook: one move. Returns ``(z, pe, grad, info, step_size)``."""
+        raise NotImplementedError
+
+    def _sample_one(self, state, model_args, model_kwargs):
+        potential_fn = self.get_potential_fn(model_args, model_kwargs)
+        rng_key, key = random.split(state.rng_key)
+        adapt_state = state.adapt_state
+        metric = Metric(
+            adapt_state.inverse_mass_matrix, adapt_state.mass_matrix_sqrt_inv
+        )
+        z, pe, grad, info, step_size = self._transition(
+            key, state, potential_fn, metric
+        )
+        i = state.i
+        in_warmup = i < self._num_warmup
+        if self._adapt_step_size or self._adapt_mass_matrix:
+            adapt_state = jax.lax.cond(
+                in_warmup,
+                lambda s: self._wa_update(i, info.accept_prob, (z,), s),
+                identity,
+                adapt_state,
+            )
+        if not self._adapt_step_size:
+            # report the step actually used (schedules change it every iteration)
+            adapt_state = adapt_state._replace(
+                step_size=jnp.asarray(step_size, jnp.result_type(adapt_state.step_size))
+            )
+        itr = i + 1
+        n = jnp.where(in_warmup, itr, itr - self._num_warmup)
+        mean_accept_prob = (
+            state.mean_accept_prob + (info.accept_prob - state.mean_accept_prob) / n
+        )
+        num_diverging = jnp.where(i == self._num_warmup, 0, state.num_diverging)
+        num_diverging = num_diverging + info.diverging
+        return KernelState(
+            itr,
+            z,
+            pe,
+            grad,
+            info.accept_prob,
+            mean_accept_prob,
+            info.diverging,
+            num_diverging,
+            adapt_state,
+            rng_key,
+        )
+
+    def sample(self, state, model_args, model_kwargs):
+        assert self._sample_fn is not None, "`init` must be called before `sample`."
+        return self._sample_fn(state, model_args, model_kwargs)
+
+    def refresh(self, state, model_args, model_kwargs):
+        """Recompute the cached potential (and gradient) for new model arguments."""
+        pe, grad = self._energy(self.get_potential_fn(model_args, model_kwargs))(
+            state.z
+        )
+        return state._replace(potential_energy=pe, z_grad=grad)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_wa_update"] = None
+        state["_sample_fn"] = None
+        return state
