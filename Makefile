@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Two pytest workers for the two cores; XLA single-threaded inside each.
-PYTEST_ARGS ?= -n 2
+PYTEST_ARGS ?= -n 2 --dist loadscope
 
 .PHONY: venv demo test test-all lint format docs bench clean
 

@@ -51,3 +51,28 @@ def assert_variance(draws, true_var, *, k=5.0, min_ess=100, kurtosis=3.0):
         f"{true_var[worst]:.4f} (bound {bound[worst]:.4f}, ESS {e[worst]:.0f})"
     )
     return e
+
+
+def assert_same_means(draws, reference, *, k=5.0, min_ess=100):
+    """Compare two MCMC runs' means: |m1 - m2| < k * sqrt(se1^2 + se2^2)."""
+    draws = np.asarray(draws, dtype=np.float64)
+    reference = np.asarray(reference, dtype=np.float64)
+    e1, e2 = ess(draws), ess(reference)
+    assert e1.min() >= min_ess, f"ESS too low: min {e1.min():.0f} < {min_ess}"
+    flat1 = draws.reshape(-1, e1.size)
+    flat2 = reference.reshape(-1, e2.size)
+    sd = flat2.std(0)
+    se = np.sqrt(sd**2 / e1 + sd**2 / e2)
+    err = np.abs(flat1.mean(0) - flat2.mean(0))
+    worst = np.argmax(err / se)
+    assert np.all(err < k * se), (
+        f"mean differs at coordinate {worst}: {flat1.mean(0)[worst]:.4f} vs "
+        f"{flat2.mean(0)[worst]:.4f} (se {se[worst]:.4f})"
+    )
+    # spread: sd within k standard errors, se(sd) ~ sd sqrt((kurtosis - 1) / (4 ESS))
+    sd1 = flat1.std(0)
+    kurtosis = np.mean((flat2 - flat2.mean(0)) ** 4, 0) / sd**4
+    se_sd = sd * np.sqrt((kurtosis - 1) / 4 * (1 / e1 + 1 / e2))
+    assert np.all(np.abs(sd1 - sd) < k * se_sd), (
+        f"sd differs: {sd1} vs {sd} (se {se_sd})"
+    )

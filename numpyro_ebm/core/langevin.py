@@ -52,8 +52,9 @@ class LangevinInfo(NamedTuple):
     """Diagnostics of one Langevin step.
 
     Attributes:
-        accept_prob: MH acceptance probability (1 for unadjusted steps whose
-            proposal is finite, 0 for non-finite proposals).
+        accept_prob: MALA acceptance probability of the move (0 for a
+            non-finite proposal). Unadjusted steps report it too: it measures
+            their discretisation error and drives warm-up adaptation.
         is_accepted: whether the chain moved.
         diverging: the proposal had a non-finite potential or gradient and was
             rejected (an unadjusted chain keeps its current state).
@@ -123,7 +124,8 @@ def langevin_step(
         step_size: positive scalar (may be traced).
         metric: a :class:`~numpyro_ebm.core.metrics.Metric` or ``None`` (identity).
         inverse_temperature: ``beta``; 1 for the target itself.
-        adjusted: add the MALA accept/reject correction.
+        adjusted: add the MALA accept/reject correction (a Python or traced
+            boolean).
 
     Returns:
         ``(new_state, info)``.
@@ -150,22 +152,21 @@ def langevin_step(
     pe_new, grad_new = jax.value_and_grad(potential_fn)(position_new)
     finite = is_finite_tree(pe_new, grad_new)
     proposal = LangevinState(position_new, pe_new, grad_new)
-    if adjusted:
-        g_new, _ = ravel_pytree(grad_new)
-        scaled_g_new = metrics.scale(metric, g_new)
-        delta = x_new - x
-        # log q(x | x') - log q(x' | x), simplified so that M itself is never needed
-        log_proposal_ratio = 0.5 * jnp.dot(delta, g + g_new) - 0.25 * step_size * (
-            jnp.dot(g_new, scaled_g_new) - jnp.dot(g, scaled_g)
-        )
-        log_accept_ratio = inverse_temperature * (
-            state.potential_energy - pe_new + log_proposal_ratio
-        )
-        decision = metropolis_hastings(key_accept, log_accept_ratio, finite)
-        accepted = decision.is_accepted
-        accept_prob = decision.accept_prob
-    else:
-        accepted = finite
-        accept_prob = finite.astype(jnp.result_type(x))
+    g_new, _ = ravel_pytree(grad_new)
+    scaled_g_new = metrics.scale(metric, g_new)
+    delta = x_new - x
+    # log q(x | x') - log q(x' | x), simplified so that M itself is never needed
+    log_proposal_ratio = 0.5 * jnp.dot(delta, g + g_new) - 0.25 * step_size * (
+        jnp.dot(g_new, scaled_g_new) - jnp.dot(g, scaled_g)
+    )
+    log_accept_ratio = inverse_temperature * (
+        state.potential_energy - pe_new + log_proposal_ratio
+    )
+    decision = metropolis_hastings(key_accept, log_accept_ratio, finite)
+    accept_prob = decision.accept_prob
+    # an unadjusted step moves whenever the proposal is finite; its MALA
+    # acceptance probability is still reported, as a gauge of the
+    # discretisation error and a signal for warm-up adaptation
+    accepted = jnp.where(adjusted, decision.is_accepted, finite)
     new_state = select(accepted, proposal, state)
     return new_state, LangevinInfo(accept_prob, accepted, ~finite)

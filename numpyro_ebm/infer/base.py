@@ -395,11 +395,12 @@ class LangevinKernelBase(MCMCKernel):
                 identity,
                 adapt_state,
             )
-        if not self._adapt_step_size:
-            # report the step actually used (schedules change it every iteration)
-            adapt_state = adapt_state._replace(
-                step_size=jnp.asarray(step_size, jnp.result_type(adapt_state.step_size))
-            )
+        # report the step actually used (schedules change it every iteration);
+        # during warm-up the adapter's step is the one for the next iteration
+        step_size = jnp.asarray(step_size, jnp.result_type(adapt_state.step_size))
+        if self._adapt_step_size:
+            step_size = jnp.where(in_warmup, adapt_state.step_size, step_size)
+        adapt_state = adapt_state._replace(step_size=step_size)
         itr = i + 1
         n = jnp.where(in_warmup, itr, itr - self._num_warmup)
         mean_accept_prob = (

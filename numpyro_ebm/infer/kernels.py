@@ -1,5 +1,6 @@
 """Langevin and Metropolis–Hastings kernels for :class:`numpyro.infer.MCMC`."""
 
+import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_ebm.core import schedules
@@ -47,8 +48,22 @@ class ULA(LangevinKernelBase):
         the last entry is held after the end; it must cover the warm-up) or a
         callable of the iteration index, e.g.
         :func:`~numpyro_ebm.polynomial_schedule`.
+    :param bool adapt_step_size: tune the step size during warm-up by dual
+        averaging so that the MALA acceptance probability of the Langevin move
+        is ``target_accept_prob``, and sample with it instead of ``step_size``.
+        Defaults to ``False``.
     :param bool adapt_mass_matrix: estimate a (diagonal or dense) inverse mass
         matrix from the warm-up draws (Welford windows). Defaults to ``False``.
+
+        Whenever something is adapted, the warm-up runs Metropolis-adjusted
+        Langevin steps with a tuned step size (so that trial steps cannot throw
+        the chain away and the chain moves at every scale); sampling is
+        unadjusted, with ``step_size`` in the units of the adapted metric
+        unless ``adapt_step_size=True``. ``accept_prob`` always reports the MALA
+        acceptance probability of each move: a gauge of the discretisation
+        error (near 1 means a small bias).
+    :param float target_accept_prob: acceptance probability aimed at by
+        warm-up tuning; higher values mean smaller steps and a smaller bias.
     :param bool dense_mass: dense rather than diagonal mass matrix.
     :param inverse_mass_matrix: initial inverse mass matrix (1-D diagonal, or
         2-D with ``dense_mass=True``); identity by default.
@@ -84,23 +99,28 @@ class ULA(LangevinKernelBase):
         model=None,
         potential_fn=None,
         step_size=None,
+        adapt_step_size=False,
         adapt_mass_matrix=False,
         dense_mass=False,
+        target_accept_prob=0.9,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
     ):
         if step_size is None:
             raise ValueError(
-                "ULA needs `step_size` (a float, array or callable schedule): it has "
-                "no acceptance signal to adapt one from."
+                "ULA needs `step_size` (a float, array or callable schedule); with "
+                "`adapt_step_size=True` it is the initial value of the tuning."
             )
+        self._keep_adapted_step_size = bool(adapt_step_size)
         super().__init__(
             model,
             potential_fn,
             step_size=check_schedule("step_size", step_size),
-            adapt_step_size=False,
+            # mass-matrix adaptation needs a tuned warm-up step (see docstring)
+            adapt_step_size=bool(adapt_step_size or adapt_mass_matrix),
             adapt_mass_matrix=adapt_mass_matrix,
             dense_mass=dense_mass,
+            target_accept_prob=target_accept_prob,
             inverse_mass_matrix=inverse_mass_matrix,
             init_strategy=init_strategy,
         )
@@ -110,13 +130,22 @@ class ULA(LangevinKernelBase):
 
     def _transition(self, rng_key, state, potential_fn, metric):
         step_size = schedules.evaluate(self._step_size, state.i)
+        adjusted = False
+        if self._adapt_step_size:
+            # tuning warm-up: Metropolis-adjusted, so that trial step sizes
+            # cannot throw the chain out of the typical set
+            adjusted = state.i < self._num_warmup
+            if self._keep_adapted_step_size:
+                step_size = state.adapt_state.step_size
+            else:
+                step_size = jnp.where(adjusted, state.adapt_state.step_size, step_size)
         new, info = langevin_step(
             rng_key,
             _langevin_state(state),
             potential_fn,
             step_size,
             metric,
-            adjusted=False,
+            adjusted=adjusted,
         )
         return (*new, info, step_size)
 

@@ -1,0 +1,258 @@
+"""Each kernel's moments on targets with known answers (ESS-gated).
+
+Exact kernels (MALA, RWMH, adjusted AnnealedLangevin) are compared with the
+target itself; ULA on Gaussians with its own biased stationary law, which is
+known in closed form (MATH.md §1), and on models with a small step against NUTS.
+"""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+from numpyro.infer import MCMC
+
+import numpyro_ebm as ne
+from tests import targets
+from tests.stats import assert_mean, assert_same_means, assert_variance
+
+
+def run(kernel, num_warmup, num_samples, *args, init_params=None, seed=0):
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(seed), *args, init_params=init_params)
+    return mcmc
+
+
+# ------------------------------------------------------------ standard normal
+@pytest.mark.parametrize(
+    "make_kernel, num_samples",
+    [
+        (lambda m: ne.MALA(m), 2000),
+        (lambda m: ne.RWMH(m), 4000),
+        (
+            lambda m: ne.AnnealedLangevin(
+                m, step_size=0.5, schedule=1.0, adjusted=True
+            ),
+            2000,
+        ),
+    ],
+    ids=["MALA", "RWMH", "AnnealedLangevin-adjusted"],
+)
+def test_standard_normal_exact(make_kernel, num_samples):
+    mcmc = run(make_kernel(targets.standard_normal_model), 500, num_samples)
+    x = mcmc.get_samples(group_by_chain=True)["x"]
+    assert_mean(x, 0.0, 1.0)
+    assert_variance(x, 1.0)
+
+
+@pytest.mark.parametrize("step_size", [0.5, 1.0])
+def test_ula_stationary_variance_closed_form(step_size):
+    # MATH.md: ULA on N(0, s^2) has stationary law N(0, s^2 / (1 - h / (2 s^2)))
+    mcmc = run(ne.ULA(targets.standard_normal_model, step_size=step_size), 200, 5000)
+    x = mcmc.get_samples(group_by_chain=True)["x"]
+    biased_var = 1.0 / (1.0 - step_size / 2.0)
+    assert_mean(x, 0.0, np.sqrt(biased_var))
+    assert_variance(x, biased_var)
+
+
+def test_ula_variance_test_detects_bias():
+    # the closed form is what ULA samples, not the target: the target's own
+    # variance must fail the same check (so the test above has power)
+    mcmc = run(ne.ULA(targets.standard_normal_model, step_size=0.5), 200, 5000)
+    x = mcmc.get_samples(group_by_chain=True)["x"]
+    with pytest.raises(AssertionError):
+        assert_variance(x, 1.0)
+
+
+@pytest.mark.parametrize("beta", [0.25, 4.0])
+def test_tempered_adjusted_targets_exp_minus_beta_u(beta):
+    kernel = ne.AnnealedLangevin(
+        targets.standard_normal_model,
+        step_size=0.5 / beta,
+        schedule=beta,
+        adjusted=True,
+    )
+    x = run(kernel, 200, 3000).get_samples(group_by_chain=True)["x"]
+    assert_mean(x, 0.0, beta**-0.5)
+    assert_variance(x, 1.0 / beta)
+
+
+# ------------------------------------------------------ correlated 2-D Gaussian
+INIT_2D = jnp.zeros((4, 2))
+
+
+@pytest.mark.parametrize(
+    "kernel, num_samples",
+    [
+        (ne.MALA(potential_fn=targets.corr2d_potential, dense_mass=True), 2000),
+        (ne.RWMH(potential_fn=targets.corr2d_potential, dense_mass=True), 4000),
+        (
+            ne.AnnealedLangevin(
+                potential_fn=targets.corr2d_potential,
+                step_size=0.8,
+                schedule=1.0,
+                adjusted=True,
+                dense_mass=True,
+                inverse_mass_matrix=targets.COV_2D,
+            ),
+            2000,
+        ),
+    ],
+    ids=["MALA", "RWMH", "AnnealedLangevin-adjusted"],
+)
+def test_correlated_gaussian_dense_mass(kernel, num_samples):
+    mcmc = run(kernel, 1000, num_samples, init_params=INIT_2D)
+    x = mcmc.get_samples(group_by_chain=True)
+    sd = np.sqrt(np.diag(targets.COV_2D))
+    assert_mean(x, np.zeros(2), sd)
+    assert_variance(x, np.diag(targets.COV_2D))
+    # the correlation, through the variance of the whitened sum
+    w = np.asarray(x) / sd
+    assert_variance(w.sum(-1, keepdims=True), 2 + 2 * targets.CORR)
+    if kernel._adapt_mass_matrix:
+        # the adapted dense inverse mass matrix has learnt the covariance
+        imm = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix).mean(0)
+        np.testing.assert_allclose(imm, targets.COV_2D, atol=0.15)
+
+
+def test_ula_correlated_gaussian_preconditioned_closed_form():
+    # with A = Sigma, ULA is x' = (1 - h) x + sqrt(2h) Sigma^1/2 z:
+    # stationary covariance Sigma / (1 - h / 2)
+    h = 0.4
+    kernel = ne.ULA(
+        potential_fn=targets.corr2d_potential,
+        step_size=h,
+        dense_mass=True,
+        inverse_mass_matrix=targets.COV_2D,
+    )
+    x = run(kernel, 200, 4000, init_params=INIT_2D).get_samples(group_by_chain=True)
+    cov = targets.COV_2D / (1 - h / 2)
+    sd = np.sqrt(np.diag(cov))
+    assert_mean(x, np.zeros(2), sd)
+    assert_variance(x, np.diag(cov))
+    assert_variance((np.asarray(x) / sd).sum(-1, keepdims=True), 2 + 2 * targets.CORR)
+
+
+# ------------------------------------------------------ 100-D diagonal Gaussian
+INIT_100 = jnp.zeros((4, 100))
+VAR_100 = targets.SCALES_100**2
+
+
+@pytest.mark.parametrize(
+    "kernel, num_warmup, num_samples",
+    [
+        (ne.MALA(potential_fn=targets.diag100_potential), 1000, 3000),
+        # a random walk in 100-D needs a long warm-up for its mass matrix
+        (ne.RWMH(potential_fn=targets.diag100_potential), 20000, 40000),
+        (
+            ne.AnnealedLangevin(
+                potential_fn=targets.diag100_potential,
+                step_size=0.3,
+                schedule=1.0,
+                adjusted=True,
+                inverse_mass_matrix=VAR_100,
+            ),
+            500,
+            3000,
+        ),
+    ],
+    ids=["MALA", "RWMH", "AnnealedLangevin-adjusted"],
+)
+def test_diagonal_gaussian_100d(kernel, num_warmup, num_samples):
+    mcmc = run(kernel, num_warmup, num_samples, init_params=INIT_100)
+    x = mcmc.get_samples(group_by_chain=True)
+    assert_mean(x, np.zeros(100), targets.SCALES_100)
+    assert_variance(x, VAR_100)
+
+
+def test_ula_diagonal_gaussian_100d_adapted_mass_closed_form():
+    # with a fixed diagonal A after warm-up, coordinate i of ULA has stationary
+    # variance s_i^2 / (1 - h a_i / (2 s_i^2)): the closed form per coordinate
+    h = 0.2
+    kernel = ne.ULA(
+        potential_fn=targets.diag100_potential, step_size=h, adapt_mass_matrix=True
+    )
+    mcmc = run(kernel, 1000, 4000, init_params=INIT_100)
+    x = np.asarray(mcmc.get_samples(group_by_chain=True))
+    a = np.asarray(mcmc.last_state.adapt_state.inverse_mass_matrix)  # (chains, 100)
+    # whiten each chain by its own stationary sd, then compare with N(0, 1)
+    stationary_var = VAR_100 / (1 - h * a / (2 * VAR_100))
+    w = x / np.sqrt(stationary_var)[:, None, :]
+    assert_mean(w, np.zeros(100), np.ones(100))
+    assert_variance(w, np.ones(100))
+
+
+# ------------------------------------------------------- constrained sites
+CONSTRAINED_SITES = ("scale", "prob")
+
+
+def _mala_warmed_up(model, *args):
+    mcmc = run(ne.MALA(model), 1000, 10, *args)
+    state = mcmc.last_state.adapt_state
+    return float(np.median(state.step_size)), np.asarray(
+        state.inverse_mass_matrix
+    ).mean(0)
+
+
+@pytest.mark.parametrize("kernel_name", ["MALA", "RWMH", "ULA", "AnnealedLangevin"])
+def test_constrained_model_against_nuts(kernel_name):
+    model = targets.constrained_model
+    if kernel_name == "MALA":
+        kernel, n = ne.MALA(model), 3000
+    elif kernel_name == "RWMH":
+        kernel, n = ne.RWMH(model), 6000
+    elif kernel_name == "ULA":
+        kernel, n = ne.ULA(model, step_size=0.02, adapt_mass_matrix=True), 10000
+    else:
+        step_size, imm = _mala_warmed_up(model)
+        kernel = ne.AnnealedLangevin(
+            model,
+            step_size=step_size,
+            schedule=1.0,
+            adjusted=True,
+            inverse_mass_matrix=imm,
+        )
+        n = 3000
+    draws = targets.stack_sites(
+        run(kernel, 1000, n).get_samples(group_by_chain=True), CONSTRAINED_SITES
+    )
+    assert (draws[..., 0] > 0).all() and (
+        (draws[..., 1] > 0) & (draws[..., 1] < 1)
+    ).all()
+    assert_same_means(draws, targets.nuts_reference("constrained"))
+
+
+# ------------------------------------------------------ logistic regression
+LOGISTIC_SITES = ("coef", "intercept")
+
+
+@pytest.mark.parametrize("kernel_name", ["MALA", "RWMH", "ULA", "AnnealedLangevin"])
+def test_logistic_regression_against_nuts(kernel_name):
+    model, data = targets.logistic_model, targets.logistic_data()
+    if kernel_name == "MALA":
+        kernel, n = ne.MALA(model), 3000
+    elif kernel_name == "RWMH":
+        kernel, n = ne.RWMH(model), 8000
+    elif kernel_name == "ULA":
+        kernel, n = ne.ULA(model, step_size=0.01, adapt_mass_matrix=True), 8000
+    else:
+        step_size, imm = _mala_warmed_up(model, *data)
+        kernel = ne.AnnealedLangevin(
+            model,
+            step_size=step_size,
+            schedule=1.0,
+            adjusted=True,
+            inverse_mass_matrix=imm,
+        )
+        n = 3000
+    draws = targets.stack_sites(
+        run(kernel, 1000, n, *data).get_samples(group_by_chain=True), LOGISTIC_SITES
+    )
+    assert_same_means(draws, targets.nuts_reference("logistic"))
