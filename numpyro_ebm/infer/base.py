@@ -84,7 +84,13 @@ def check_schedule(name, schedule, *, decreasing=False):
             )
         _check_positive_scalar(f"{name}(0)", first)
         return schedule
-    values = jnp.asarray(schedule)
+    try:
+        values = jnp.asarray(schedule)
+    except TypeError as err:
+        raise ValueError(
+            f"`{name}` must be a positive number, a 1-D array or a callable of the "
+            f"iteration, got {schedule!r}."
+        ) from err
     if values.ndim == 0:
         _check_positive_scalar(name, values)
         return schedule

@@ -1,0 +1,347 @@
+"""The NumPyro contract: chain methods, reproducibility, ArviZ, errors."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer import MCMC
+
+import numpyro_ebm as ne
+from tests import targets
+from tests.stats import assert_mean, assert_same_means, assert_variance
+
+KERNELS = {
+    "MALA": lambda **kw: ne.MALA(**kw),
+    "ULA": lambda **kw: ne.ULA(step_size=0.05, adapt_mass_matrix=True, **kw),
+    "RWMH": lambda **kw: ne.RWMH(**kw),
+    "AnnealedLangevin": lambda **kw: ne.AnnealedLangevin(
+        step_size=0.05, schedule=ne.linear_schedule(0.5, 1.0, 300), adjusted=True, **kw
+    ),
+}
+
+
+def run(kernel, *args, num_warmup=300, num_samples=500, num_chains=1, seed=0, **kw):
+    chain_method = kw.pop("chain_method", "vectorized")
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(seed), *args, **kw)
+    return mcmc
+
+
+# ------------------------------------------------------------ chain methods
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_chain_methods_agree(name):
+    draws = {}
+    for method in ("sequential", "parallel", "vectorized"):
+        kernel = KERNELS[name](model=targets.constrained_model)
+        mcmc = run(kernel, num_chains=4, chain_method=method, num_samples=1000)
+        draws[method] = targets.stack_sites(
+            mcmc.get_samples(group_by_chain=True), ("scale", "prob")
+        )
+    # same per-chain keys; compiled differently (pmap, vmap), so the chains
+    # agree in distribution rather than to the bit
+    assert_same_means(draws["parallel"], draws["sequential"], min_ess=50)
+    assert_same_means(draws["vectorized"], draws["sequential"], min_ess=50)
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_same_key_bit_identical(name):
+    samples = [
+        run(KERNELS[name](model=targets.constrained_model), num_chains=2).get_samples()
+        for _ in range(2)
+    ]
+    for site in ("scale", "prob"):
+        np.testing.assert_array_equal(samples[0][site], samples[1][site])
+    other = run(KERNELS[name](model=targets.constrained_model), num_chains=2, seed=1)
+    assert not np.array_equal(other.get_samples()["scale"], samples[0]["scale"])
+
+
+# ------------------------------------------------------------------- ArviZ
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_arviz_from_numpyro(name):
+    mcmc = run(KERNELS[name](model=targets.constrained_model), num_chains=2)
+    idata = az.from_numpyro(mcmc)
+    assert set(idata.posterior.data_vars) == {"scale", "prob"}
+    assert idata.posterior["scale"].shape == (2, 500)
+    stats_vars = set(idata.sample_stats.data_vars)
+    assert {"acceptance_rate", "step_size", "diverging", "lp"} <= stats_vars
+    pe = mcmc.get_extra_fields(group_by_chain=True)["potential_energy"]
+    np.testing.assert_allclose(idata.sample_stats["lp"].values, -np.asarray(pe))
+    acc = idata.sample_stats["acceptance_rate"].values
+    assert np.all((acc >= 0) & (acc <= 1))
+    summary = az.summary(idata)
+    assert {"scale", "prob"} <= set(summary.index)
+
+
+def test_extra_fields_and_diagnostics_string():
+    kernel = ne.MALA(model=targets.constrained_model)
+    mcmc = run(kernel, extra_fields=("z_grad", "num_diverging", "mean_accept_prob"))
+    fields = mcmc.get_extra_fields()
+    assert fields["z_grad"]["scale"].shape == (500,)
+    assert 0.3 < float(fields["mean_accept_prob"][-1]) < 0.8
+    text = kernel.get_diagnostics_str(jax.tree.map(lambda x: x, mcmc.last_state))
+    assert "step size" in text and "acc. prob" in text and "divergences=0" in text
+
+
+def test_warmup_then_run_with_potential_fn():
+    kernel = ne.MALA(potential_fn=targets.corr2d_potential, dense_mass=True)
+    mcmc = MCMC(kernel, num_warmup=500, num_samples=2000, progress_bar=False)
+    mcmc.warmup(jax.random.key(0), init_params=jnp.zeros(2))
+    step = float(mcmc.post_warmup_state.adapt_state.step_size)
+    mcmc.run(jax.random.key(1))  # no init_params: continues from warm-up
+    stats_ = mcmc.get_extra_fields()
+    np.testing.assert_allclose(stats_["adapt_state.step_size"], step)
+    x = mcmc.get_samples()[None]
+    assert_mean(x, np.zeros(2), np.sqrt(np.diag(targets.COV_2D)), min_ess=200)
+
+
+def test_model_property_and_postprocess():
+    assert ne.MALA(potential_fn=targets.corr2d_potential).model is None
+    assert ne.MALA(targets.constrained_model).model is targets.constrained_model
+
+
+def test_refresh_recomputes_cached_energy():
+    def model(mu):
+        numpyro.sample("x", dist.Normal(mu, 1.0))
+
+    kernel = ne.MALA(model)
+    state = kernel.init(jax.random.key(0), 10, None, (0.0,), {})
+    new = kernel.refresh(state, (2.0,), {})
+    x = state.z["x"]
+    np.testing.assert_allclose(
+        new.potential_energy, 0.5 * (x - 2.0) ** 2 + 0.5 * np.log(2 * np.pi), rtol=1e-5
+    )
+    np.testing.assert_allclose(new.z_grad["x"], x - 2.0, rtol=1e-5)
+
+
+# -------------------------------------------------------- non-finite values
+def truncated_potential(x):
+    # N(0, 1) restricted to x < 1: infinite potential beyond the boundary
+    return jnp.where(x < 1.0, 0.5 * x**2, jnp.inf).sum()
+
+
+@pytest.mark.parametrize("name", ["MALA", "RWMH"])
+def test_non_finite_proposals_rejected_exactly(name):
+    kernel = KERNELS[name](potential_fn=truncated_potential)
+    mcmc = run(
+        kernel,
+        num_chains=4,
+        num_warmup=500,
+        num_samples=3000,
+        init_params=jnp.zeros((4, 1)),
+        extra_fields=("num_diverging",),
+    )
+    x = np.asarray(mcmc.get_samples(group_by_chain=True))
+    assert np.all(np.isfinite(x)) and np.all(x < 1.0)
+    div = mcmc.get_extra_fields(group_by_chain=True)
+    assert div["diverging"].sum() > 0
+    assert int(div["num_diverging"][:, -1].sum()) == int(div["diverging"].sum())
+    # the chain still targets the truncated normal exactly
+    law = stats.truncnorm(-np.inf, 1.0)
+    assert_mean(x, law.mean(), law.std())
+    assert_variance(x, law.var(), kurtosis=law.moment(4) / law.var() ** 2)
+
+
+def test_ula_keeps_state_on_non_finite_proposal():
+    kernel = ne.ULA(potential_fn=truncated_potential, step_size=0.3)
+    mcmc = run(kernel, num_samples=2000, init_params=jnp.zeros(1))
+    x = np.asarray(mcmc.get_samples())
+    assert np.all(np.isfinite(x)) and np.all(x < 1.0)
+    assert mcmc.get_extra_fields()["diverging"].sum() > 0
+    assert np.all(np.isfinite(mcmc.get_extra_fields()["potential_energy"]))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **kw: ne.MALA(**kw),
+        lambda **kw: ne.RWMH(**kw),
+        lambda **kw: ne.ULA(step_size=0.1, **kw),
+        lambda **kw: ne.AnnealedLangevin(step_size=0.1, schedule=1.0, **kw),
+    ],
+)
+def test_exactly_one_of_model_and_potential_fn(make):
+    with pytest.raises(ValueError, match="Only one of `model` or `potential_fn`"):
+        make()
+    with pytest.raises(ValueError, match="Only one of `model` or `potential_fn`"):
+        make(model=targets.standard_normal_model, potential_fn=truncated_potential)
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), "big"])
+def test_bad_step_size(bad):
+    f = targets.corr2d_potential
+    for make in (
+        lambda: ne.MALA(potential_fn=f, step_size=bad),
+        lambda: ne.RWMH(potential_fn=f, step_size=bad),
+        lambda: ne.ULA(potential_fn=f, step_size=bad),
+        lambda: ne.AnnealedLangevin(potential_fn=f, step_size=bad, schedule=1.0),
+        lambda: ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=bad),
+    ):
+        with pytest.raises(ValueError, match="step_size|schedule"):
+            make()
+
+
+def test_bad_schedules():
+    f = targets.corr2d_potential
+    with pytest.raises(ValueError, match="positive and finite"):
+        ne.ULA(potential_fn=f, step_size=jnp.array([0.1, -0.1]))
+    with pytest.raises(ValueError, match="1-D"):
+        ne.ULA(potential_fn=f, step_size=jnp.ones((2, 2)))
+    with pytest.raises(ValueError, match="1-D"):
+        ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=jnp.ones(0))
+    with pytest.raises(ValueError, match="scalar"):
+        ne.ULA(potential_fn=f, step_size=lambda i: jnp.ones(2))
+    with pytest.raises(ValueError, match="ULA needs `step_size`"):
+        ne.ULA(potential_fn=f)
+    with pytest.raises(
+        ValueError, match="needs `step_size` and an inverse-temperature"
+    ):
+        ne.AnnealedLangevin(potential_fn=f, step_size=0.1)
+    # a schedule that does not cover the warm-up: wrong length, said at run time
+    kernel = ne.AnnealedLangevin(
+        potential_fn=f, step_size=0.1, schedule=ne.geometric_schedule(1.0, 10.0, 50)
+    )
+    with pytest.raises(ValueError, match="schedule has 50 values but the warm-up"):
+        run(kernel, num_warmup=100, init_params=jnp.zeros(2))
+
+
+def test_bad_mass_matrix():
+    f = targets.corr2d_potential
+    with pytest.raises(ValueError, match="positive definite"):
+        ne.MALA(potential_fn=f, inverse_mass_matrix=jnp.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="symmetric positive definite"):
+        ne.MALA(
+            potential_fn=f,
+            dense_mass=True,
+            inverse_mass_matrix=jnp.array([[1.0, 2.0], [2.0, 1.0]]),
+        )
+    with pytest.raises(ValueError, match="symmetric positive definite"):
+        ne.MALA(
+            potential_fn=f,
+            dense_mass=True,
+            inverse_mass_matrix=jnp.array([[1.0, 0.5], [0.0, 1.0]]),
+        )
+    with pytest.raises(ValueError, match="needs `dense_mass=True`"):
+        ne.MALA(potential_fn=f, inverse_mass_matrix=jnp.eye(2))
+    with pytest.raises(ValueError, match="vector .* or a square"):
+        ne.MALA(potential_fn=f, dense_mass=True, inverse_mass_matrix=jnp.ones((2, 3)))
+    kernel = ne.MALA(potential_fn=f, inverse_mass_matrix=jnp.ones(3))
+    with pytest.raises(
+        ValueError, match="has size 3 but the latent space has dimension 2"
+    ):
+        run(kernel, init_params=jnp.zeros(2))
+
+
+def test_bad_target_accept_prob_and_proposal():
+    f = targets.corr2d_potential
+    with pytest.raises(ValueError, match="target_accept_prob"):
+        ne.MALA(potential_fn=f, target_accept_prob=1.5)
+    with pytest.raises(ValueError, match="`proposal` must be a callable"):
+        ne.RWMH(potential_fn=f, proposal="gaussian")
+
+
+@pytest.mark.parametrize("kernel_cls", [ne.MALA, ne.RWMH])
+def test_discrete_latent_site_is_named(kernel_cls):
+    def model():
+        numpyro.sample("count", dist.Poisson(3.0))
+        numpyro.sample("x", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="'count' is discrete.*continuous latent"):
+        run(kernel_cls(model))
+
+
+def test_invalid_start_is_reported():
+    kernel = ne.MALA(potential_fn=truncated_potential)
+    with pytest.raises(ValueError, match="Invalid start"):
+        run(kernel, init_params=jnp.array([2.0]))
+    with pytest.raises(ValueError, match="Invalid start"):
+        run(kernel, num_chains=2, init_params=jnp.array([[0.0], [2.0]]))
+    with pytest.raises(ValueError, match="`init_params` must be provided"):
+        run(kernel)
+
+
+# -------------------------------------------- general Metropolis–Hastings
+def gamma_potential(x):
+    # Gamma(3, 1) on x > 0
+    return jnp.where(x > 0, x - 2.0 * jnp.log(jnp.abs(x)), jnp.inf)
+
+
+def log_normal_proposal(with_correction):
+    def proposal(rng_key, x):
+        new = x * jnp.exp(0.7 * jax.random.normal(rng_key))
+        # q(x' | x) is log-normal around log x: the ratio is x' / x
+        log_ratio = jnp.log(new) - jnp.log(x) if with_correction else 0.0
+        return new, log_ratio
+
+    return proposal
+
+
+def test_rwmh_asymmetric_user_proposal_targets_the_right_law():
+    kernel = ne.RWMH(potential_fn=gamma_potential, proposal=log_normal_proposal(True))
+    mcmc = run(kernel, num_chains=4, num_samples=4000, init_params=jnp.ones(4))
+    x = mcmc.get_samples(group_by_chain=True)
+    law = stats.gamma(3.0)
+    assert_mean(x, law.mean(), law.std())
+    assert_variance(x, law.var(), kurtosis=3 + 6 / 3.0)
+    # without the proposal ratio the chain targets another law: the same check fails
+    wrong = ne.RWMH(potential_fn=gamma_potential, proposal=log_normal_proposal(False))
+    x_wrong = run(wrong, num_chains=4, num_samples=4000, init_params=jnp.ones(4))
+    with pytest.raises(AssertionError, match="mean off"):
+        assert_mean(x_wrong.get_samples(group_by_chain=True), law.mean(), law.std())
+
+
+# --------------------------------------------------------------- annealing
+def double_well(x):
+    # minima at x = -1.068 (global, U = -0.64) and x = 0.914 (local, U = +0.53)
+    return (x**2 - 1.0) ** 2 + 0.6 * x
+
+
+def test_annealing_concentrates_on_global_minimum():
+    num_chains, num_steps = 200, 4000
+    init = jnp.ones(num_chains)  # every chain starts in the local well
+    kernel = ne.AnnealedLangevin(
+        potential_fn=double_well,
+        step_size=0.03,
+        schedule=ne.geometric_schedule(1.0, 100.0, num_steps),
+        adjusted=True,
+    )
+    mcmc = run(
+        kernel,
+        num_warmup=0,
+        num_samples=num_steps,
+        num_chains=num_chains,
+        init_params=init,
+    )
+    final = np.asarray(mcmc.get_samples(group_by_chain=True))[:, -1]
+    x_star = -1.0679  # global minimiser: 4x^3 - 4x + 0.6 = 0
+    assert np.mean(np.abs(final - x_star) < 0.2) > 0.9
+    # concentration: sd of the final law ~ 1 / sqrt(beta U''(x*)) = 0.032
+    near = final[np.abs(final - x_star) < 0.2]
+    assert near.std() < 0.045
+    # control: at a fixed low temperature (no annealing) chains stay trapped
+    frozen = ne.AnnealedLangevin(
+        potential_fn=double_well, step_size=0.03, schedule=100.0, adjusted=True
+    )
+    mcmc = run(
+        frozen,
+        num_warmup=0,
+        num_samples=num_steps,
+        num_chains=num_chains,
+        init_params=init,
+    )
+    final = np.asarray(mcmc.get_samples(group_by_chain=True))[:, -1]
+    assert np.mean(np.abs(final - x_star) < 0.2) < 0.1
