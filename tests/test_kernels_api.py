@@ -345,3 +345,11 @@ def test_annealing_concentrates_on_global_minimum():
     )
     final = np.asarray(mcmc.get_samples(group_by_chain=True))[:, -1]
     assert np.mean(np.abs(final - x_star) < 0.2) < 0.1
+
+
+def test_progress_bar_run(capsys):
+    kernel = ne.MALA(targets.standard_normal_model)
+    mcmc = MCMC(kernel, num_warmup=50, num_samples=50, progress_bar=True)
+    mcmc.run(jax.random.key(0))
+    assert mcmc.get_samples()["x"].shape == (50,)
+    assert "divergences=" in kernel.get_diagnostics_str(mcmc.last_state)

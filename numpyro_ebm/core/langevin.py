@@ -66,7 +66,13 @@ class LangevinInfo(NamedTuple):
 
 
 def init(position, potential_fn: Callable) -> LangevinState:
-    """Evaluate the potential and its gradient at ``position``."""
+    """Evaluate the potential and its gradient at ``position``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> init(jnp.ones(2), lambda x: 0.5 * jnp.sum(x**2)).potential_energy.item()
+        1.0
+    """
     potential_energy, grad = jax.value_and_grad(potential_fn)(position)
     return LangevinState(position, potential_energy, grad)
 

@@ -19,7 +19,6 @@ __all__ = [
     "metric_from_inverse_mass_matrix",
     "scale",
     "noise",
-    "square_norm",
 ]
 
 
@@ -59,7 +58,14 @@ def metric_from_inverse_mass_matrix(inverse_mass_matrix) -> Metric:
 
 
 def scale(metric: Metric | None, vector: Array) -> Array:
-    """``M^-1 v``: the preconditioned drift direction."""
+    """``M^-1 v``: the preconditioned drift direction (``v`` itself for ``None``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> scale(metric_from_inverse_mass_matrix(jnp.array([2.0, 0.5])),
+        ...       jnp.ones(2)).tolist()
+        [2.0, 0.5]
+    """
     if metric is None:
         return vector
     if metric.inverse_mass_matrix.ndim == 1:
@@ -68,15 +74,16 @@ def scale(metric: Metric | None, vector: Array) -> Array:
 
 
 def noise(metric: Metric | None, standard_normal: Array) -> Array:
-    """Map ``z ~ N(0, I)`` to ``N(0, M^-1)``."""
+    """Map ``z ~ N(0, I)`` to ``N(0, M^-1)``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> noise(metric_from_inverse_mass_matrix(jnp.array([4.0, 1.0])),
+        ...       jnp.ones(2)).tolist()
+        [2.0, 1.0]
+    """
     if metric is None:
         return standard_normal
     if metric.mass_matrix_sqrt_inv.ndim == 1:
         return metric.mass_matrix_sqrt_inv * standard_normal
     return metric.mass_matrix_sqrt_inv.T @ standard_normal
-
-
-def square_norm(metric: Metric | None, vector: Array, scaled: Array | None = None):
-    """``v^T M^-1 v``; pass ``scaled = M^-1 v`` when it is already at hand."""
-    scaled = scale(metric, vector) if scaled is None else scaled
-    return jnp.dot(vector, scaled)

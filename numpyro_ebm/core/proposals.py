@@ -25,7 +25,13 @@ class MHDecision(NamedTuple):
 
 
 def is_finite_tree(*trees) -> Array:
-    """True when every leaf of every tree is finite."""
+    """True when every leaf of every tree is finite.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> bool(is_finite_tree({"a": jnp.ones(2)}, jnp.array(jnp.nan)))
+        False
+    """
     leaves = jax.tree.leaves(trees)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
@@ -36,6 +42,12 @@ def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHDecision:
     A proposal that is not ``finite`` is rejected and flagged as diverging, so a
     non-finite potential never enters the chain. The comparison is made on the
     log scale, so large ratios never overflow.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> d = metropolis_hastings(jax.random.key(0), jnp.log(0.5), jnp.array(True))
+        >>> round(float(d.accept_prob), 3)
+        0.5
     """
     log_accept_ratio = jnp.where(finite, log_accept_ratio, -jnp.inf)
     # NaN ratios (e.g. inf - inf) are rejections too
@@ -49,5 +61,11 @@ def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHDecision:
 
 
 def select(condition, new, old):
-    """``new`` where ``condition`` else ``old``, leaf by leaf."""
+    """``new`` where ``condition`` else ``old``, leaf by leaf.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> select(jnp.array(False), {"x": jnp.ones(2)}, {"x": jnp.zeros(2)})["x"].tolist()
+        [0.0, 0.0]
+    """
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)

@@ -29,7 +29,13 @@ class RWMHInfo(NamedTuple):
 
 
 def init(position, potential_fn: Callable) -> RWMHState:
-    """Evaluate the potential at ``position``."""
+    """Evaluate the potential at ``position``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> init(jnp.ones(2), lambda x: 0.5 * jnp.sum(x**2)).potential_energy.item()
+        1.0
+    """
     return RWMHState(position, potential_fn(position))
 
 

@@ -54,7 +54,15 @@ def polynomial_schedule(scale, exponent, offset=1.0):
 
 
 def evaluate(schedule, i):
-    """Value of ``schedule`` (scalar, 1-D array or callable) at iteration ``i``."""
+    """Value of ``schedule`` (scalar, 1-D array or callable) at iteration ``i``.
+
+    Arrays hold their last value after their end.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> float(evaluate(jnp.array([1.0, 0.5]), 7))
+        0.5
+    """
     if callable(schedule):
         return schedule(i)
     schedule = jnp.asarray(schedule)
