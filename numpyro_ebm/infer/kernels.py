@@ -25,8 +25,17 @@ _COMMON_PARAMS = """
         ``init_params`` must be passed to :meth:`MCMC.run`."""
 
 
-def _langevin_state(state):
-    return LangevinState(state.z, state.potential_energy, state.z_grad)
+def _langevin_move(rng_key, state, potential_fn, step_size, metric, **kwargs):
+    """One call of the shared Langevin step on a kernel state."""
+    new, info = langevin_step(
+        rng_key,
+        LangevinState(state.z, state.potential_energy, state.z_grad),
+        potential_fn,
+        step_size,
+        metric,
+        **kwargs,
+    )
+    return (*new, info, step_size)
 
 
 class ULA(LangevinKernelBase):
@@ -139,15 +148,9 @@ class ULA(LangevinKernelBase):
                 step_size = state.adapt_state.step_size
             else:
                 step_size = jnp.where(adjusted, state.adapt_state.step_size, step_size)
-        new, info = langevin_step(
-            rng_key,
-            _langevin_state(state),
-            potential_fn,
-            step_size,
-            metric,
-            adjusted=adjusted,
+        return _langevin_move(
+            rng_key, state, potential_fn, step_size, metric, adjusted=adjusted
         )
-        return (*new, info, step_size)
 
 
 class MALA(LangevinKernelBase):
@@ -225,16 +228,14 @@ class MALA(LangevinKernelBase):
         )
 
     def _transition(self, rng_key, state, potential_fn, metric):
-        step_size = state.adapt_state.step_size
-        new, info = langevin_step(
+        return _langevin_move(
             rng_key,
-            _langevin_state(state),
+            state,
             potential_fn,
-            step_size,
+            state.adapt_state.step_size,
             metric,
             adjusted=True,
         )
-        return (*new, info, step_size)
 
 
 class RWMH(LangevinKernelBase):
@@ -413,14 +414,12 @@ class AnnealedLangevin(LangevinKernelBase):
 
     def _transition(self, rng_key, state, potential_fn, metric):
         step_size = schedules.evaluate(self._step_size, state.i)
-        beta = schedules.evaluate(self._schedule, state.i)
-        new, info = langevin_step(
+        return _langevin_move(
             rng_key,
-            _langevin_state(state),
+            state,
             potential_fn,
             step_size,
             metric,
-            inverse_temperature=beta,
+            inverse_temperature=schedules.evaluate(self._schedule, state.i),
             adjusted=self._adjusted,
         )
-        return (*new, info, step_size)
