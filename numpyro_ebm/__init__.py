@@ -1,18 +1,21 @@
 """numpyro_ebm: Langevin kernels, neural energy priors and MCMC-based learning
 for NumPyro."""
 
-from numpyro_ebm import core
+from numpyro_ebm import core, nn
+from numpyro_ebm.core.annealed import annealed_langevin
 from numpyro_ebm.core.schedules import (
     geometric_schedule,
     linear_schedule,
     polynomial_schedule,
 )
+from numpyro_ebm.distributions import EnergyDistribution, ScoreDistribution
 from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
     "core",
+    "nn",
     "ULA",
     "MALA",
     "RWMH",
@@ -21,4 +24,7 @@ __all__ = [
     "geometric_schedule",
     "linear_schedule",
     "polynomial_schedule",
+    "annealed_langevin",
+    "EnergyDistribution",
+    "ScoreDistribution",
 ]

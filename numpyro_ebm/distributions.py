@@ -1,0 +1,268 @@
+"""Distributions whose density is an unnormalised neural energy, or a score."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpyro.distributions as dist
+from jax import random
+from numpyro.distributions import constraints
+
+from numpyro_ebm.core.annealed import annealed_langevin, check_sigmas
+from numpyro_ebm.core.langevin import init as langevin_init
+from numpyro_ebm.core.langevin import langevin_step
+
+__all__ = ["EnergyDistribution", "ScoreDistribution"]
+
+
+def _check_positive(name, value, integer=False):
+    if isinstance(value, jax.core.Tracer):  # a traced value is checked by its user
+        return
+    ok = isinstance(value, int) if integer else True
+    try:
+        ok = ok and float(value) > 0 and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        kind = "a positive integer" if integer else "positive and finite"
+        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
+
+
+def _standard_normal(event_shape):
+    return dist.Normal(jnp.zeros(event_shape), 1.0).to_event(len(event_shape))
+
+
+class EnergyDistribution(dist.Distribution):
+    """An unnormalised density ``exp(-E(x))`` (times an optional base density).
+
+    ``log_prob(x) = -energy_fn(x) (+ base_dist.log_prob(x))`` — correct up to
+    the unknown constant ``log Z``, which is all MCMC needs, so the distribution
+    can be the prior of a latent site in a NumPyro model sampled by
+    :class:`~numpyro_ebm.MALA` or NUTS. Register a Flax NNX energy in the model
+    with :func:`numpyro.contrib.module.nnx_module` and pass the returned
+    callable as ``energy_fn``.
+
+    ``sample()`` runs ``num_steps`` Langevin steps (the shared step of
+    :func:`~numpyro_ebm.core.langevin.langevin_step`; unadjusted unless
+    ``adjusted=True``) from draws of ``base_dist`` — or of ``init_dist``, by
+    default ``N(0, I)`` — one independent chain per requested sample. These are
+    approximate draws: exact only as ``num_steps`` grows (and, unadjusted, as
+    ``step_size`` shrinks).
+
+    Args:
+        energy_fn: maps ``x`` of shape ``batch_shape + event_shape`` (with any
+            leading sample dimensions) to energies of shape ``batch_shape``.
+        event_shape: shape of one draw, e.g. ``(2,)``.
+        base_dist: optional base density with this ``event_shape`` (e.g.
+            ``dist.Normal(0, 1).expand([d]).to_event(1)``, as in latent EBM
+            priors); it also starts the sampling chains.
+        batch_shape: batch shape of the energies.
+        num_steps: Langevin steps per ``sample()`` call.
+        step_size: Langevin step size (the MATH.md §1 convention).
+        init_dist: law of the chains' starting points when there is no
+            ``base_dist`` (default standard normal).
+        adjusted: Metropolis-adjust each step (MALA).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import numpyro
+        >>> from numpyro.infer import MCMC
+        >>> import numpyro_ebm as ne
+        >>> energy = lambda x: 0.5 * jnp.sum((x - 1.0) ** 2, -1)
+        >>> def model():
+        ...     numpyro.sample("z", ne.EnergyDistribution(energy, (2,)))
+        >>> mcmc = MCMC(ne.MALA(model), num_warmup=200, num_samples=500,
+        ...             progress_bar=False)
+        >>> mcmc.run(jax.random.key(0))
+        >>> mcmc.get_samples()["z"].shape
+        (500, 2)
+
+    References:
+        LeCun et al. (2006), *A tutorial on energy-based learning*. Du &
+        Mordatch (2019), *Implicit generation and generalization in
+        energy-based models*, NeurIPS.
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("base_dist", "init_dist")
+    pytree_aux_fields = ("energy_fn", "num_steps", "step_size", "adjusted")
+
+    def __init__(
+        self,
+        energy_fn,
+        event_shape,
+        base_dist=None,
+        *,
+        batch_shape=(),
+        num_steps=100,
+        step_size=0.01,
+        init_dist=None,
+        adjusted=False,
+        validate_args=None,
+    ):
+        if not callable(energy_fn):
+            raise ValueError("`energy_fn` must be callable: x -> energies.")
+        event_shape = tuple(event_shape)
+        batch_shape = tuple(batch_shape)
+        _check_positive("num_steps", num_steps, integer=True)
+        _check_positive("step_size", step_size)
+        for name, d in (("base_dist", base_dist), ("init_dist", init_dist)):
+            if d is not None and tuple(d.event_shape) != event_shape:
+                raise ValueError(
+                    f"`{name}` has event_shape {tuple(d.event_shape)} but the "
+                    f"distribution's is {event_shape}; use `.to_event(...)` or "
+                    "`.expand(...)` to match."
+                )
+        self.energy_fn = energy_fn
+        self.base_dist = base_dist
+        self.init_dist = init_dist
+        self.num_steps = num_steps
+        self.step_size = step_size
+        self.adjusted = adjusted
+        super().__init__(batch_shape, event_shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def log_prob(self, value):
+        """Unnormalised log density ``-E(value) (+ base log density)``."""
+        log_prob = -self.energy_fn(value)
+        if self.base_dist is not None:
+            log_prob = log_prob + self.base_dist.log_prob(value)
+        return log_prob
+
+    def potential(self, value):
+        """``-log_prob`` summed over batch dimensions: the Langevin potential."""
+        return -jnp.sum(self.log_prob(value))
+
+    def sample(self, key, sample_shape=()):
+        key_init, key_chain = random.split(key)
+        start_dist = (
+            self.base_dist or self.init_dist or _standard_normal(self.event_shape)
+        )
+        shape = tuple(sample_shape) + self.batch_shape
+        init = (
+            start_dist.expand(shape).sample(key_init)
+            if shape
+            else start_dist.sample(key_init)
+        )
+        if init.shape != shape + self.event_shape:
+            init = jnp.broadcast_to(init, shape + self.event_shape)
+        # one chain per sample; a chain's position holds its batch members
+        chains = init.reshape((-1,) + self.batch_shape + self.event_shape)
+
+        def run_chain(key, x):
+            state = langevin_init(x, self.potential)
+
+            def step(state, key):
+                state, _ = langevin_step(
+                    key, state, self.potential, self.step_size, adjusted=self.adjusted
+                )
+                return state, None
+
+            state, _ = jax.lax.scan(step, state, random.split(key, self.num_steps))
+            return state.position
+
+        keys = random.split(key_chain, chains.shape[0])
+        return jax.vmap(run_chain)(keys, chains).reshape(init.shape)
+
+
+class ScoreDistribution(dist.Distribution):
+    """A law known only through a noise-conditional score ``s(x, sigma)``.
+
+    Sampling runs :func:`~numpyro_ebm.annealed_langevin` over ``sigmas`` from
+    ``init_dist`` (default ``N(0, sigma_1^2 I)``, the law of data drowned in the
+    largest noise). There is no ``log_prob``: a score determines the density
+    only up to a constant that cannot be computed from it, so the distribution
+    cannot be an observed or latent site of a model; use it to draw samples.
+
+    Args:
+        score_fn: ``s(x, sigma)`` for ``x`` of shape ``(n,) + event_shape``.
+        event_shape: shape of one draw.
+        sigmas: decreasing positive noise levels.
+        step_size: ``eps`` of annealed Langevin (``a_i = eps sigma_i^2 / sigma_L^2``).
+        num_steps_per_level: Langevin steps per noise level.
+        init_dist: law of the starting points.
+        denoise: finish with the Tweedie denoising step.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import numpyro_ebm as ne
+        >>> score = lambda x, sigma: -x / (1.0 + sigma**2)
+        >>> d = ne.ScoreDistribution(score, (2,), sigmas=jnp.array([3.0, 1.0, 0.3]))
+        >>> d.sample(jax.random.key(0), (10,)).shape
+        (10, 2)
+
+    References:
+        Song & Ermon (2019), *Generative modeling by estimating gradients of
+        the data distribution*, NeurIPS.
+    """
+
+    arg_constraints = {}
+    pytree_data_fields = ("init_dist", "sigmas")
+    pytree_aux_fields = (
+        "score_fn",
+        "step_size",
+        "num_steps_per_level",
+        "denoise",
+    )
+
+    def __init__(
+        self,
+        score_fn,
+        event_shape,
+        sigmas,
+        *,
+        step_size=2e-5,
+        num_steps_per_level=100,
+        init_dist=None,
+        denoise=False,
+        validate_args=None,
+    ):
+        if not callable(score_fn):
+            raise ValueError("`score_fn` must be callable: (x, sigma) -> scores.")
+        event_shape = tuple(event_shape)
+        self.sigmas = check_sigmas(sigmas)
+        _check_positive("step_size", step_size)
+        _check_positive("num_steps_per_level", num_steps_per_level, integer=True)
+        if init_dist is not None and tuple(init_dist.event_shape) != event_shape:
+            raise ValueError(
+                f"`init_dist` has event_shape {tuple(init_dist.event_shape)}, "
+                f"expected {event_shape}."
+            )
+        self.score_fn = score_fn
+        self.step_size = step_size
+        self.num_steps_per_level = num_steps_per_level
+        self.init_dist = init_dist
+        self.denoise = denoise
+        super().__init__((), event_shape, validate_args=validate_args)
+
+    @constraints.dependent_property(is_discrete=False, event_dim=0)
+    def support(self):
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def log_prob(self, value):
+        raise NotImplementedError(
+            "ScoreDistribution has no log_prob: a score s = grad log p fixes the "
+            "density only up to a normalising constant that cannot be computed "
+            "from it. Use it for sampling, or an EnergyDistribution (whose "
+            "unnormalised log density is -E) where a log density is needed."
+        )
+
+    def sample(self, key, sample_shape=()):
+        key_init, key_run = random.split(key)
+        start = self.init_dist or dist.Normal(
+            jnp.zeros(self.event_shape), self.sigmas[0]
+        ).to_event(len(self.event_shape))
+        init = start.sample(key_init, (max(1, int(jnp.prod(jnp.array(sample_shape)))),))
+        x = annealed_langevin(
+            key_run,
+            self.score_fn,
+            init,
+            self.sigmas,
+            self.step_size,
+            self.num_steps_per_level,
+            denoise=self.denoise,
+        )
+        return x.reshape(tuple(sample_shape) + self.event_shape)

@@ -1,0 +1,116 @@
+"""Flax NNX networks for energies and scores.
+
+Both networks are ordinary :class:`flax.nnx.Module` objects (keyword-only
+``rngs``, parameters as :class:`flax.nnx.Param`), so they can be registered in a
+NumPyro model with :func:`numpyro.contrib.module.nnx_module` and trained with
+Optax. Smooth activations (swish by default) keep ``grad_x E`` well behaved,
+which Langevin sampling and score matching need. Anywhere numpyro_ebm takes a
+network, any NNX module or plain function with the same call signature works.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["EnergyMLP", "ScoreMLP"]
+
+
+class _MLP(nnx.Module):
+    def __init__(self, sizes, activation, *, rngs):
+        self.layers = nnx.List(
+            [
+                nnx.Linear(a, b, rngs=rngs)
+                for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            ]
+        )
+        self.activation = activation
+
+    def __call__(self, h):
+        for layer in self.layers[:-1]:
+            h = self.activation(layer(h))
+        return self.layers[-1](h)
+
+
+class EnergyMLP(nnx.Module):
+    """A multilayer perceptron energy ``E: R^d -> R``.
+
+    Called on ``x`` of shape ``(..., d)`` it returns energies of shape ``(...)``;
+    the unnormalised density is ``exp(-E(x))``.
+
+    Args:
+        dim: input dimension ``d``.
+        hidden: widths of the hidden layers.
+        activation: a smooth activation (default :func:`jax.nn.swish`).
+        rngs: :class:`flax.nnx.Rngs` for the initial parameters (keyword-only).
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> net = EnergyMLP(2, (32, 32), rngs=nnx.Rngs(0))
+        >>> net(jnp.zeros((5, 2))).shape
+        (5,)
+
+    References:
+        LeCun, Chopra, Hadsell, Ranzato & Huang (2006), *A tutorial on
+        energy-based learning*.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (128, 128),
+        activation: Callable = jax.nn.swish,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.dim = dim
+        self.mlp = _MLP((dim, *hidden, 1), activation, rngs=rngs)
+
+    def __call__(self, x):
+        return self.mlp(x)[..., 0]
+
+
+class ScoreMLP(nnx.Module):
+    """A noise-conditional score network ``s(x, sigma) ~ grad_x log p_sigma(x)``.
+
+    Parameterised as ``s(x, sigma) = f([x, log sigma]) / sigma`` (Song & Ermon
+    2020), so the output scales like the score of data noised at level
+    ``sigma``. Called with ``x`` of shape ``(..., d)`` and ``sigma`` a scalar
+    or of shape ``(...)``; returns ``(..., d)``.
+
+    Args:
+        dim: data dimension ``d``.
+        hidden: widths of the hidden layers.
+        activation: a smooth activation (default :func:`jax.nn.swish`).
+        rngs: :class:`flax.nnx.Rngs` for the initial parameters (keyword-only).
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> net = ScoreMLP(2, (32, 32), rngs=nnx.Rngs(0))
+        >>> net(jnp.zeros((5, 2)), 0.5).shape
+        (5, 2)
+
+    References:
+        Song & Ermon (2019), *Generative modeling by estimating gradients of
+        the data distribution*, NeurIPS. Song & Ermon (2020), *Improved
+        techniques for training score-based generative models*, NeurIPS.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (128, 128),
+        activation: Callable = jax.nn.swish,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.dim = dim
+        self.mlp = _MLP((dim + 1, *hidden, dim), activation, rngs=rngs)
+
+    def __call__(self, x, sigma):
+        sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:-1])
+        h = jnp.concatenate([x, jnp.log(sigma)[..., None]], axis=-1)
+        return self.mlp(h) / sigma[..., None]
