@@ -10,6 +10,19 @@ from numpyro_ebm.core.schedules import (
 )
 from numpyro_ebm.distributions import EnergyDistribution, ScoreDistribution
 from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
+from numpyro_ebm.learn import (
+    DenoisingScoreMatching,
+    ExactScoreMatching,
+    ScoreMatching,
+    SlicedScoreMatching,
+    TrainResult,
+    TrainState,
+    annealed_denoising_score_matching_loss,
+    denoising_score_matching_loss,
+    exact_score_matching_loss,
+    score_from_energy,
+    sliced_score_matching_loss,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -27,4 +40,15 @@ __all__ = [
     "annealed_langevin",
     "EnergyDistribution",
     "ScoreDistribution",
+    "ScoreMatching",
+    "ExactScoreMatching",
+    "SlicedScoreMatching",
+    "DenoisingScoreMatching",
+    "exact_score_matching_loss",
+    "sliced_score_matching_loss",
+    "denoising_score_matching_loss",
+    "annealed_denoising_score_matching_loss",
+    "score_from_energy",
+    "TrainResult",
+    "TrainState",
 ]

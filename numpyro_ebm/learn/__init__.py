@@ -1,0 +1,28 @@
+"""Learning: score matching and energy-based maximum likelihood."""
+
+from numpyro_ebm.learn.score_matching import (
+    DenoisingScoreMatching,
+    ExactScoreMatching,
+    ScoreMatching,
+    SlicedScoreMatching,
+    annealed_denoising_score_matching_loss,
+    denoising_score_matching_loss,
+    exact_score_matching_loss,
+    score_from_energy,
+    sliced_score_matching_loss,
+)
+from numpyro_ebm.learn.training import TrainResult, TrainState
+
+__all__ = [
+    "DenoisingScoreMatching",
+    "ExactScoreMatching",
+    "ScoreMatching",
+    "SlicedScoreMatching",
+    "annealed_denoising_score_matching_loss",
+    "denoising_score_matching_loss",
+    "exact_score_matching_loss",
+    "score_from_energy",
+    "sliced_score_matching_loss",
+    "TrainResult",
+    "TrainState",
+]

@@ -1,0 +1,376 @@
+"""Score matching: objectives as pure functions, and a trainer.
+
+All objectives take a *batched* score function ``score_fn(x) -> (n, d)`` for
+``x`` of shape ``(n, d)`` whose output row ``i`` depends on row ``i`` only (true
+of any network applied row-wise), and return a scalar to minimise. Energies
+become scores with :func:`score_from_energy`.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import random
+
+from numpyro_ebm.core.annealed import check_sigmas
+from numpyro_ebm.learn import training
+
+__all__ = [
+    "score_from_energy",
+    "exact_score_matching_loss",
+    "sliced_score_matching_loss",
+    "denoising_score_matching_loss",
+    "annealed_denoising_score_matching_loss",
+    "ExactScoreMatching",
+    "SlicedScoreMatching",
+    "DenoisingScoreMatching",
+    "ScoreMatching",
+]
+
+
+def score_from_energy(energy_fn):
+    """``s(x) = -grad_x E(x)`` for a batched energy ``E: (n, d) -> (n,)``.
+
+    Extra arguments (e.g. a noise level) are passed through to ``energy_fn``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> s = score_from_energy(lambda x: 0.5 * jnp.sum(x**2, -1))
+        >>> s(jnp.ones((2, 3))).tolist()
+        [[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]
+    """
+
+    def score_fn(x, *args):
+        return -jax.grad(lambda y: jnp.sum(energy_fn(y, *args)))(x)
+
+    return score_fn
+
+
+def exact_score_matching_loss(score_fn, x):
+    """Hyvärinen's objective ``E[tr grad_x s(x) + |s(x)|^2 / 2]``.
+
+    Equals the Fisher divergence to the data law up to a constant; the trace
+    costs ``d`` Jacobian-vector products per point, so keep ``d`` small.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.array([[0.0, 1.0], [2.0, -1.0]])
+        >>> float(exact_score_matching_loss(lambda x: -x, x))  # -2 + |x|^2 / 2
+        -0.5
+
+    References:
+        Hyvärinen (2005), *Estimation of non-normalized statistical models by
+        score matching*, JMLR 6.
+    """
+
+    def one(xi):
+        f = lambda y: score_fn(y[None])[0]
+        s, jac = f(xi), jax.jacfwd(f)(xi)
+        return jnp.trace(jac) + 0.5 * jnp.sum(s**2)
+
+    return jnp.mean(jax.vmap(one)(x))
+
+
+def sliced_score_matching_loss(
+    rng_key,
+    score_fn,
+    x,
+    num_projections=1,
+    distribution="rademacher",
+    variance_reduced=True,
+):
+    """Sliced score matching: random projections replace the Jacobian trace.
+
+    ``E_v E_x[v^T grad_x s(x) v + |s(x)|^2 / 2]`` (variance reduced) or
+    ``E_v E_x[v^T grad_x s(x) v + (v^T s(x))^2 / 2]``, with ``v`` Rademacher or
+    standard normal (``E[v v^T] = I``), so both equal the exact objective in
+    expectation over ``v``. One Jacobian-vector product per projection.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.ones((4, 3))
+        >>> float(sliced_score_matching_loss(jax.random.key(0), lambda x: -x, x))
+        -1.5
+
+    References:
+        Song, Garg, Shi & Ermon (2019), *Sliced score matching: a scalable
+        approach to density and score estimation*, UAI.
+    """
+    if distribution == "rademacher":
+        v = random.rademacher(rng_key, (num_projections, *x.shape), x.dtype)
+    elif distribution == "gaussian":
+        v = random.normal(rng_key, (num_projections, *x.shape), x.dtype)
+    else:
+        raise ValueError(
+            f"`distribution` must be 'rademacher' or 'gaussian', got {distribution!r}."
+        )
+
+    def one(v):
+        s, jv = jax.jvp(score_fn, (x,), (v,))
+        second = jnp.sum(s**2, -1) if variance_reduced else jnp.sum(v * s, -1) ** 2
+        return jnp.sum(v * jv, -1) + 0.5 * second
+
+    return jnp.mean(jax.vmap(one)(v))
+
+
+def denoising_score_matching_loss(rng_key, score_fn, x, sigma):
+    """Denoising score matching at one noise level.
+
+    ``E |s(x~) + (x~ - x) / sigma^2|^2 / 2`` with ``x~ = x + sigma eps``: its
+    minimiser is the score of the noised law ``p * N(0, sigma^2 I)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> loss = denoising_score_matching_loss(jax.random.key(0), lambda x: -x,
+        ...                                      jnp.zeros((8, 2)), 1.0)
+        >>> float(loss)  # s(x~) = -x~ is the exact noised score: loss 0
+        0.0
+
+    References:
+        Vincent (2011), *A connection between score matching and denoising
+        autoencoders*, Neural Computation 23(7).
+    """
+    eps = random.normal(rng_key, x.shape, x.dtype)
+    noisy = x + sigma * eps
+    return 0.5 * jnp.mean(jnp.sum((score_fn(noisy) + eps / sigma) ** 2, -1))
+
+
+def annealed_denoising_score_matching_loss(rng_key, score_fn, x, sigmas):
+    """Multi-noise DSM for a noise-conditional ``score_fn(x, sigma)`` (NCSN).
+
+    Each point gets a noise level drawn uniformly from ``sigmas``; the level's
+    DSM loss is weighted by ``sigma^2``, so the objective is
+    ``mean_i sigma_i^2 DSM_{sigma_i}`` in expectation:
+    ``E |sigma s(x~, sigma) + eps|^2 / 2``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> score = lambda x, sigma: -x / (1 + sigma[..., None] ** 2)
+        >>> loss = annealed_denoising_score_matching_loss(
+        ...     jax.random.key(0), score, jnp.zeros((8, 2)), jnp.array([1.0, 0.1]))
+        >>> loss.shape
+        ()
+
+    References:
+        Song & Ermon (2019), *Generative modeling by estimating gradients of
+        the data distribution*, NeurIPS.
+    """
+    key_level, key_noise = random.split(rng_key)
+    sigma = jnp.asarray(sigmas, x.dtype)[
+        random.randint(key_level, x.shape[:1], 0, len(sigmas))
+    ]
+    eps = random.normal(key_noise, x.shape, x.dtype)
+    noisy = x + sigma[:, None] * eps
+    return 0.5 * jnp.mean(
+        jnp.sum((sigma[:, None] * score_fn(noisy, sigma) + eps) ** 2, -1)
+    )
+
+
+# --------------------------------------------------------------- objectives
+class ExactScoreMatching(NamedTuple):
+    """Hyvärinen's exact objective (:func:`exact_score_matching_loss`)."""
+
+    conditional = False
+
+    def loss(self, rng_key, score_fn, x):
+        del rng_key
+        return exact_score_matching_loss(score_fn, x)
+
+
+class SlicedScoreMatching(NamedTuple):
+    """Sliced score matching (:func:`sliced_score_matching_loss`).
+
+    Attributes:
+        num_projections: random directions per point.
+        distribution: ``"rademacher"`` or ``"gaussian"``.
+        variance_reduced: use ``|s|^2 / 2`` instead of ``(v^T s)^2 / 2``.
+    """
+
+    num_projections: int = 1
+    distribution: str = "rademacher"
+    variance_reduced: bool = True
+    conditional = False
+
+    def loss(self, rng_key, score_fn, x):
+        return sliced_score_matching_loss(
+            rng_key,
+            score_fn,
+            x,
+            self.num_projections,
+            self.distribution,
+            self.variance_reduced,
+        )
+
+
+class DenoisingScoreMatching:
+    """Denoising score matching at one level (``sigma``) or many (``sigmas``).
+
+    With ``sigmas`` (decreasing) the network must be noise-conditional,
+    ``net(x, sigma)``, and the objective is NCSN's
+    :func:`annealed_denoising_score_matching_loss`; sample the result with
+    :func:`~numpyro_ebm.annealed_langevin` over the same ``sigmas``.
+
+    Example:
+        >>> DenoisingScoreMatching(sigma=0.1).conditional
+        False
+        >>> DenoisingScoreMatching(sigmas=[1.0, 0.5, 0.1]).conditional
+        True
+    """
+
+    def __init__(self, sigma=None, *, sigmas=None):
+        if (sigma is None) == (sigmas is None):
+            raise ValueError("give exactly one of `sigma` and `sigmas`.")
+        if sigma is not None and not float(sigma) > 0:
+            raise ValueError(f"`sigma` must be positive, got {sigma}.")
+        self.sigma = sigma
+        self.sigmas = None if sigmas is None else check_sigmas(sigmas)
+        self.conditional = sigmas is not None
+
+    def loss(self, rng_key, score_fn, x):
+        if self.conditional:
+            return annealed_denoising_score_matching_loss(
+                rng_key, score_fn, x, self.sigmas
+            )
+        return denoising_score_matching_loss(rng_key, score_fn, x, self.sigma)
+
+
+# ------------------------------------------------------------------ trainer
+class ScoreMatching:
+    """Fit an energy or score network by score matching.
+
+    The network is a Flax NNX module (or an ``(apply_fn, params)`` pair). If it
+    returns one number per point it is an energy and its score is
+    ``-grad_x E``; if it returns a vector per point it is a score network.
+    For ``DenoisingScoreMatching(sigmas=...)`` it is called as ``net(x, sigma)``.
+
+    Args:
+        net: the network to train.
+        optimizer: an Optax gradient transformation (e.g. ``optax.adam(1e-3)``,
+            chained with ``optax.clip_by_global_norm`` if wanted).
+        objective: :class:`ExactScoreMatching`, :class:`SlicedScoreMatching` or
+            :class:`DenoisingScoreMatching`.
+
+    Example:
+        >>> import jax, optax
+        >>> from flax import nnx
+        >>> import numpyro_ebm as ne
+        >>> data = jax.random.normal(jax.random.key(0), (512, 2))
+        >>> sm = ne.ScoreMatching(ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
+        ...                       optax.adam(1e-2), ne.SlicedScoreMatching())
+        >>> result = sm.run(jax.random.key(1), data, num_steps=50, batch_size=64,
+        ...                 progress_bar=False)
+        >>> result.history["loss"].shape
+        (50,)
+
+    References:
+        Hyvärinen (2005); Song, Garg, Shi & Ermon (2019); Vincent (2011); Song
+        & Ermon (2019) — see the objective functions.
+    """
+
+    def __init__(self, net, optimizer, objective=None):
+        self.apply, self.init_params, self.rebuild = training.split_network(net)
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("`optimizer` must be an optax.GradientTransformation.")
+        self.optimizer = optimizer
+        self.objective = SlicedScoreMatching() if objective is None else objective
+        if not hasattr(self.objective, "loss"):
+            raise ValueError("`objective` must be a score-matching objective.")
+
+    def _score_fn(self, params, x):
+        """The score function of the network, and whether it is an energy."""
+        args = (
+            (x, jnp.ones(x.shape[:1], x.dtype)) if self.objective.conditional else (x,)
+        )
+        out = training.check_network_input(
+            lambda p, x: self.apply(p, *((x,) + args[1:])), params, x
+        )
+        if out.shape == x.shape[:1]:
+            return score_from_energy(lambda y, *a: self.apply(params, y, *a))
+        if out.shape == x.shape:
+            return lambda y, *a: self.apply(params, y, *a)
+        raise ValueError(
+            f"the network maps data of shape {x.shape} to {out.shape}: expected one "
+            "energy per point or one score vector per point."
+        )
+
+    def init(self, rng_key, data, batch_size):
+        """A fresh :class:`~numpyro_ebm.learn.training.TrainState` (checks inputs)."""
+        data = training.check_data(data, batch_size)
+        self._score_fn(self.init_params, data[:batch_size])
+        return training.init_state(rng_key, self.init_params, self.optimizer)
+
+    def _step(self, batch_size):
+        def step(state, data, mesh):
+            state, key = training.new_key(state)
+            key_batch, key_loss = random.split(key)
+            batch = training.sample_batch(key_batch, data, batch_size)
+            batch = training.shard_batch(batch, mesh)
+
+            def loss_fn(params):
+                return self.objective.loss(
+                    key_loss, self._score_fn(params, batch), batch
+                )
+
+            loss, grads = jax.value_and_grad(loss_fn)(state.params)
+            updates, opt_state = self.optimizer.update(
+                grads, state.opt_state, state.params
+            )
+            params = optax.apply_updates(state.params, updates)
+            metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
+            return state._replace(
+                step=state.step + 1, params=params, opt_state=opt_state
+            ), metrics
+
+        return step
+
+    def run(
+        self,
+        rng_key,
+        data,
+        num_steps,
+        batch_size,
+        *,
+        init_state=None,
+        progress_bar=True,
+        num_devices=None,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+    ):
+        """Train for ``num_steps`` minibatch steps.
+
+        Args:
+            rng_key: a JAX PRNG key.
+            data: array ``(num_data, d)``.
+            num_steps: number of optimiser steps.
+            batch_size: minibatch size (drawn without replacement each step).
+            init_state: a previous run's ``result.state`` to continue from.
+            progress_bar: show a progress bar with the running loss.
+            num_devices: shard each minibatch over this many devices
+                (``jax.devices()``); ``batch_size`` must divide evenly.
+            checkpoint_dir: save (and resume from) Orbax checkpoints here.
+            checkpoint_every: steps between checkpoints.
+
+        Returns:
+            A :class:`~numpyro_ebm.learn.training.TrainResult`.
+        """
+        data = training.check_data(data, batch_size)
+        if num_devices and batch_size % num_devices:
+            raise ValueError("`batch_size` must be divisible by `num_devices`.")
+        state = (
+            self.init(rng_key, data, batch_size) if init_state is None else init_state
+        )
+        state, history = training.run_loop(
+            self._step(batch_size),
+            state,
+            data,
+            num_steps,
+            progress_bar=progress_bar,
+            num_devices=num_devices,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            description="score matching",
+        )
+        return training.TrainResult(
+            self.rebuild(state.params), state.params, state, history
+        )

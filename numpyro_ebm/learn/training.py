@@ -1,0 +1,279 @@
+"""The training loop shared by every learner (EBM, score matching, ...).
+
+A learner supplies one pure step, ``step(state, data) -> (state, metrics)``;
+this module runs it: one compiled loop (``lax.fori_loop`` writing the metrics
+into a preallocated history) called chunk by chunk so that a progress bar can
+be shown and checkpoints written between chunks, without retracing. With
+several devices the minibatch is sharded along its first axis
+(``jax.sharding``) and the parameters replicated; XLA inserts the reductions.
+"""
+
+import math
+import os
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+import tqdm
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+__all__ = ["TrainState", "TrainResult", "split_network", "run_loop"]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+        step: number of updates done.
+        params: the network's parameters (an ``nnx.State`` or a pytree).
+        opt_state: the Optax optimiser state.
+        sampler_state: the learner's sampler state (e.g. PCD's buffer); ``()``
+            when there is none.
+        rng_key: raw key data (``jax.random.key_data``) for the next step, so
+            that the state can be checkpointed as plain arrays.
+    """
+
+    step: jax.Array
+    params: object
+    opt_state: object
+    sampler_state: object
+    rng_key: jax.Array
+
+
+class TrainResult(NamedTuple):
+    """What ``run`` returns.
+
+    Attributes:
+        module: the trained network (an NNX module, or ``(apply_fn, params)``
+            when a function and its parameters were given).
+        params: the trained parameters.
+        state: the final :class:`TrainState` (pass it as ``init_state`` to
+            continue training).
+        history: per-step metrics, a dict of arrays of length ``num_steps``.
+    """
+
+    module: object
+    params: object
+    state: TrainState
+    history: dict
+
+
+def split_network(net):
+    """``(apply, params, rebuild)`` for an NNX module or an ``(apply_fn, params)`` pair.
+
+    ``apply(params, *args)`` calls the network with the given parameters and
+    ``rebuild(params)`` returns the network object holding them.
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> from numpyro_ebm.nn import EnergyMLP
+        >>> apply, params, rebuild = split_network(EnergyMLP(2, (8,), rngs=nnx.Rngs(0)))
+        >>> apply(params, jnp.zeros((3, 2))).shape
+        (3,)
+    """
+    if isinstance(net, nnx.Module):
+        graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+
+        def apply(params, *args, **kwargs):
+            return nnx.merge(graphdef, params, rest)(*args, **kwargs)
+
+        return apply, params, lambda params: nnx.merge(graphdef, params, rest)
+    if isinstance(net, tuple) and len(net) == 2 and callable(net[0]):
+        fn, params = net
+        return fn, params, lambda params: (fn, params)
+    raise ValueError(
+        "the network must be a flax.nnx.Module or a pair (apply_fn, params) with "
+        "apply_fn(params, x); a plain function without parameters cannot be trained."
+    )
+
+
+def check_data(data, batch_size, event_ndim=1):
+    """Validate training data and the batch size; returns ``data`` as an array."""
+    data = jnp.asarray(data)
+    if data.ndim != 1 + event_ndim:
+        raise ValueError(
+            f"`data` must have shape (num_data, ...) with {event_ndim} event "
+            f"dimension(s), got shape {data.shape}."
+        )
+    if not jnp.issubdtype(data.dtype, jnp.floating):
+        data = data.astype(jnp.result_type(float))
+    if not bool(jnp.all(jnp.isfinite(data))):
+        bad = int(jnp.sum(~jnp.all(jnp.isfinite(data.reshape(data.shape[0], -1)), -1)))
+        raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
+    if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
+        raise ValueError(
+            f"`batch_size` must be a positive integer, got {batch_size!r}."
+        )
+    if batch_size > data.shape[0]:
+        raise ValueError(
+            f"`batch_size` ({batch_size}) is larger than the data ({data.shape[0]} rows)."
+        )
+    return data
+
+
+def check_network_input(apply, params, example, what="network"):
+    """Evaluate the network abstractly on ``example``; raise a clear ValueError."""
+    try:
+        return jax.eval_shape(apply, params, example)
+    except Exception as err:  # shape errors come in many types
+        raise ValueError(
+            f"the {what} cannot be applied to data of shape {example.shape[1:]} "
+            f"(per row): {type(err).__name__}: {err}"
+        ) from err
+
+
+def _mesh(num_devices):
+    devices = jax.devices()[:num_devices]
+    return Mesh(np.array(devices), ("data",))
+
+
+def shard_batch(x, mesh):
+    """Constrain a per-example array to be split over the mesh's data axis."""
+    if mesh is None:
+        return x
+    spec = PartitionSpec("data", *([None] * (x.ndim - 1)))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def run_loop(
+    step: Callable,
+    state: TrainState,
+    data,
+    num_steps: int,
+    *,
+    progress_bar: bool = True,
+    num_devices: int | None = None,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int | None = None,
+    description: str = "train",
+):
+    """Run ``num_steps`` of ``step(state, data, mesh) -> (state, metrics)``.
+
+    Returns ``(state, history)``. With ``checkpoint_dir`` the state and the
+    history so far are saved every ``checkpoint_every`` steps (and at the end)
+    with Orbax; if the directory already holds a checkpoint of this run, the
+    run resumes from its latest one and ends exactly where an uninterrupted
+    run would.
+    """
+    if not (isinstance(num_steps, int | np.integer) and num_steps >= 1):
+        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
+    mesh = None
+    if num_devices is not None and num_devices > 1:
+        if num_devices > jax.device_count():
+            raise ValueError(
+                f"`num_devices={num_devices}` but only {jax.device_count()} device(s) "
+                "are visible."
+            )
+        mesh = _mesh(num_devices)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        state = jax.device_put(state, replicated)
+        data = jax.device_put(data, replicated)
+
+    metrics_shape = jax.eval_shape(lambda s: step(s, data, mesh)[1], state)
+    history = jax.tree.map(
+        lambda m: jnp.zeros((num_steps, *m.shape), m.dtype), metrics_shape
+    )
+    start_step = 0
+    manager = None
+    if checkpoint_dir is not None:
+        manager = _checkpoint_manager(checkpoint_dir)
+        latest = manager.latest_step()
+        if latest is not None:
+            state, history = _restore(manager, latest, (state, history))
+            start_step = int(latest)
+
+    @jax.jit
+    def run_chunk(state, history, data, lower, upper):
+        def body(i, carry):
+            state, history = carry
+            state, metrics = step(state, data, mesh)
+            history = jax.tree.map(lambda h, m: h.at[i].set(m), history, metrics)
+            return state, history
+
+        return jax.lax.fori_loop(lower, upper, body, (state, history))
+
+    chunk = max(1, math.ceil(num_steps / 20)) if progress_bar else num_steps
+    if checkpoint_every is not None:
+        if checkpoint_every < 1:
+            raise ValueError("`checkpoint_every` must be a positive integer.")
+        chunk = min(chunk, checkpoint_every)
+    bounds = list(range(start_step, num_steps, chunk)) + [num_steps]
+    bar = tqdm.tqdm(
+        total=num_steps, initial=start_step, desc=description, disable=not progress_bar
+    )
+    with bar:
+        for lower, upper in zip(bounds[:-1], bounds[1:], strict=True):
+            state, history = run_chunk(state, history, data, lower, upper)
+            if progress_bar:
+                recent = jax.device_get({k: history[k][lower:upper] for k in history})
+                bar.set_postfix_str(_postfix(recent), refresh=False)
+                bar.update(upper - lower)
+            if manager is not None and (
+                upper == num_steps
+                or checkpoint_every is None
+                or upper // checkpoint_every > lower // checkpoint_every
+            ):
+                _save(manager, upper, (state, history))
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return state, history
+
+
+def _postfix(recent):
+    parts = []
+    for name in ("loss", "energy_data", "energy_negative"):
+        if name in recent:
+            parts.append(f"{name}={float(np.mean(recent[name])):.4g}")
+    return ", ".join(parts)
+
+
+def _checkpoint_manager(directory):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=2, enable_async_checkpointing=False
+    )
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _save(manager, step, tree):
+    import orbax.checkpoint as ocp
+
+    manager.save(step, args=ocp.args.StandardSave(tree))
+
+
+def _restore(manager, step, target):
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
+    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    return jax.tree.map(jnp.asarray, restored)
+
+
+def new_key(state: TrainState):
+    """Split the state's raw key: ``(state with the next key, a typed key for this step)``."""
+    key, sub = jax.random.split(jax.random.wrap_key_data(state.rng_key))
+    return state._replace(rng_key=jax.random.key_data(key)), sub
+
+
+def init_state(rng_key, params, optimizer, sampler_state=()):
+    """A fresh :class:`TrainState`."""
+    return TrainState(
+        jnp.zeros((), jnp.int32),
+        params,
+        optimizer.init(params),
+        sampler_state,
+        jax.random.key_data(rng_key),
+    )
+
+
+def sample_batch(rng_key, data, batch_size):
+    """A minibatch drawn without replacement."""
+    idx = jax.random.choice(rng_key, data.shape[0], (batch_size,), replace=False)
+    return data[idx]
