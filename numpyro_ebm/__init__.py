@@ -1,19 +1,24 @@
 """numpyro_ebm: Langevin kernels, neural energy priors and MCMC-based learning
 for NumPyro."""
 
-from numpyro_ebm import core, nn
+from numpyro_ebm import core, datasets, nn
 from numpyro_ebm.core.annealed import annealed_langevin
 from numpyro_ebm.core.schedules import (
     geometric_schedule,
     linear_schedule,
     polynomial_schedule,
 )
+from numpyro_ebm.diagnostics import grid_log_likelihood, kernel_stein_discrepancy, mmd
 from numpyro_ebm.distributions import EnergyDistribution, ScoreDistribution
 from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
 from numpyro_ebm.learn import (
+    CD,
+    EBM,
+    PCD,
     DenoisingScoreMatching,
     ExactScoreMatching,
     ScoreMatching,
+    ShortRun,
     SlicedScoreMatching,
     TrainResult,
     TrainState,
@@ -28,7 +33,11 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "core",
+    "datasets",
     "nn",
+    "kernel_stein_discrepancy",
+    "mmd",
+    "grid_log_likelihood",
     "ULA",
     "MALA",
     "RWMH",
@@ -40,6 +49,10 @@ __all__ = [
     "annealed_langevin",
     "EnergyDistribution",
     "ScoreDistribution",
+    "EBM",
+    "CD",
+    "PCD",
+    "ShortRun",
     "ScoreMatching",
     "ExactScoreMatching",
     "SlicedScoreMatching",

@@ -1,5 +1,6 @@
 """Learning: score matching and energy-based maximum likelihood."""
 
+from numpyro_ebm.learn.ebm import CD, EBM, PCD, ShortRun, langevin_chains
 from numpyro_ebm.learn.score_matching import (
     DenoisingScoreMatching,
     ExactScoreMatching,
@@ -14,6 +15,11 @@ from numpyro_ebm.learn.score_matching import (
 from numpyro_ebm.learn.training import TrainResult, TrainState
 
 __all__ = [
+    "CD",
+    "EBM",
+    "PCD",
+    "ShortRun",
+    "langevin_chains",
     "DenoisingScoreMatching",
     "ExactScoreMatching",
     "ScoreMatching",

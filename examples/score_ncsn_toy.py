@@ -1,0 +1,133 @@
+"""Multi-noise denoising score matching and annealed Langevin sampling (NCSN).
+
+Part 1 trains a noise-conditional score network on a 2-D toy law with
+``DenoisingScoreMatching(sigmas=...)`` and samples it with annealed Langevin.
+Part 2 is the mode-weight demonstration: with the exact score of the noised
+mixture 0.8 N((5,5), I) + 0.2 N((-5,-5), I), annealed Langevin recovers the
+0.8 weight; plain Langevin on grad log p with the same budget does not.
+
+    python examples/score_ncsn_toy.py --law two_moons --num-steps 3000
+"""
+
+import argparse
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import numpyro_ebm as ne
+from numpyro_ebm.datasets import TOY_LAWS
+from numpyro_ebm.diagnostics import mmd
+from numpyro_ebm.plots import plot_history
+
+
+def noised_mixture_score(law_means, law_weights):
+    """Exact score of a unit-variance Gaussian mixture convolved with N(0, sigma^2 I)."""
+    means = jnp.asarray(law_means)
+    log_w = jnp.log(jnp.asarray(law_weights))
+
+    def score(x, sigma):
+        var = 1.0 + sigma**2
+        logits = log_w - 0.5 * jnp.sum((x[..., None, :] - means) ** 2, -1) / var
+        return (jax.nn.softmax(logits, -1) @ means - x) / var
+
+    return score
+
+
+def mode_weight_demo(args):
+    means, weights = np.array([[5.0, 5.0], [-5.0, -5.0]]), np.array([0.8, 0.2])
+    score = noised_mixture_score(means, weights)
+    init = jax.random.uniform(
+        jax.random.key(0), (args.num_samples, 2), minval=-8, maxval=8
+    )
+    sigmas = jnp.geomspace(20.0, 0.1, 10)
+    annealed = ne.annealed_langevin(jax.random.key(1), score, init, sigmas, 5e-3, 100)
+    plain = ne.annealed_langevin(jax.random.key(1), score, init, sigmas[-1:], 0.1, 1000)
+    print("mode-weight demonstration, 0.8 N((5,5), I) + 0.2 N((-5,-5), I):")
+    for name, x in (("annealed Langevin", annealed), ("plain Langevin", plain)):
+        print(
+            f"  {name:18s}: weight of the (5, 5) mode = {float(jnp.mean(x[:, 0] > 0)):.3f}"
+        )
+    return annealed, plain
+
+
+def main(args):
+    law = TOY_LAWS[args.law]
+    data = law.sample(jax.random.key(0), args.num_data)
+    sigmas = jnp.geomspace(args.sigma_max, args.sigma_min, args.num_levels)
+    sm = ne.ScoreMatching(
+        ne.nn.ScoreMLP(2, (args.hidden, args.hidden), rngs=nnx.Rngs(args.seed)),
+        optax.adam(args.learning_rate),
+        ne.DenoisingScoreMatching(sigmas=sigmas),
+    )
+    result = sm.run(
+        jax.random.key(args.seed),
+        data,
+        args.num_steps,
+        args.batch_size,
+        progress_bar=not args.no_progress_bar,
+    )
+    init = sigmas[0] * jax.random.normal(jax.random.key(1), (args.num_samples, 2))
+    samples = ne.annealed_langevin(
+        jax.random.key(2),
+        result.module,
+        init,
+        sigmas,
+        args.step_size,
+        args.steps_per_level,
+        denoise=True,
+    )
+    test = law.sample(jax.random.key(3), args.num_samples)
+    print(
+        f"{args.law}: MMD^2(samples, held-out data) = {float(mmd(samples, test)):.5f}"
+    )
+    annealed, plain = mode_weight_demo(args)
+
+    os.makedirs(args.out, exist_ok=True)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for ax, pts, title in (
+        (axes[0], test, f"data: {args.law}"),
+        (axes[1], samples, "annealed Langevin, learned score"),
+        (axes[2], annealed, "exact score, annealed (0.8 / 0.2)"),
+        (axes[3], plain, "exact score, plain Langevin"),
+    ):
+        pts = np.asarray(pts)
+        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+    for ax in axes[:2]:
+        (xmin, xmax), (ymin, ymax) = law.bounds
+        ax.set_xlim(xmin, xmax)
+        ax.set_ylim(ymin, ymax)
+    fig.savefig(os.path.join(args.out, f"ncsn_{args.law}.png"), dpi=100)
+    plot_history(result.history)
+    plt.savefig(os.path.join(args.out, f"ncsn_{args.law}_history.png"), dpi=100)
+    print(f"figures written to {args.out}/")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--law", choices=sorted(TOY_LAWS), default="two_moons")
+    parser.add_argument("--num-steps", type=int, default=3000)
+    parser.add_argument("--num-data", type=int, default=20000)
+    parser.add_argument("--num-samples", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--num-levels", type=int, default=10)
+    parser.add_argument("--sigma-max", type=float, default=3.0)
+    parser.add_argument("--sigma-min", type=float, default=0.02)
+    parser.add_argument("--step-size", type=float, default=2e-5)
+    parser.add_argument("--steps-per-level", type=int, default=100)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="examples/out")
+    parser.add_argument("--no-progress-bar", action="store_true")
+    main(parser.parse_args())

@@ -1,0 +1,363 @@
+"""Energy-based models by maximum likelihood with MCMC negatives.
+
+``grad_theta E_data[log p_theta] = -E_data[grad E_theta] + E_p[grad E_theta]``
+(MATH.md §2): the loss ``mean E(data) - mean E(negatives)`` has this gradient
+when the negatives are draws from the model. The methods below produce them
+with the shared Langevin step, each a small pure object with
+``init_sampler(rng_key, data, batch_size) -> sampler_state`` and
+``sample(rng_key, energy, batch, sampler_state) -> (negatives, sampler_state,
+accept_prob)``, so that the training loop is generic.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import random
+
+from numpyro_ebm.core.langevin import init as langevin_init
+from numpyro_ebm.core.langevin import langevin_step
+from numpyro_ebm.learn import training
+
+__all__ = ["CD", "PCD", "ShortRun", "EBM", "langevin_chains"]
+
+
+def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False):
+    """Run one Langevin chain per row of ``init`` on ``exp(-energy)``.
+
+    ``energy`` maps one point to a scalar. Returns the final points and the
+    mean MALA acceptance probability of the moves (the adjusted chains' rate,
+    or a gauge of the discretisation error for unadjusted ones).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x, acc = langevin_chains(jax.random.key(0), lambda x: 0.5 * x @ x,
+        ...                          jnp.zeros((4, 2)), 10, 0.1)
+        >>> x.shape
+        (4, 2)
+    """
+
+    def chain(key, x):
+        def body(state, key):
+            state, info = langevin_step(
+                key, state, energy, step_size, adjusted=adjusted
+            )
+            return state, info.accept_prob
+
+        state, accept = jax.lax.scan(
+            body, langevin_init(x, energy), random.split(key, num_steps)
+        )
+        return state.position, accept.mean()
+
+    keys = random.split(rng_key, init.shape[0])
+    x, accept = jax.vmap(chain)(keys, init)
+    return x, accept.mean()
+
+
+def _check_steps(num_steps, step_size):
+    if not (isinstance(num_steps, int) and num_steps >= 1):
+        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
+    if not (
+        isinstance(step_size, int | float)
+        and step_size > 0
+        and step_size < float("inf")
+    ):
+        raise ValueError(f"`step_size` must be positive and finite, got {step_size!r}.")
+
+
+def _noise_state(init, data):
+    """Sampler state for chains started from noise: a fitted Gaussian by default."""
+    if init is not None:
+        return {}
+    return {"noise_mean": data.mean(0), "noise_sd": data.std(0) + 1e-3}
+
+
+def _noise(rng_key, init, state, num):
+    """``num`` starting points: from the user's law, or the fitted Gaussian."""
+    if init is not None:
+        return init.sample(rng_key, (num,))
+    z = random.normal(
+        rng_key, (num, *state["noise_mean"].shape), state["noise_mean"].dtype
+    )
+    return state["noise_mean"] + state["noise_sd"] * z
+
+
+class CD(NamedTuple):
+    """Contrastive divergence: ``num_steps`` Langevin steps from the data batch.
+
+    Cheap and stable, but the negatives stay near the data, so the model's
+    mass away from the data is never corrected (Hinton 2002).
+
+    Attributes:
+        num_steps: Langevin steps ``k`` (CD-k).
+        step_size: Langevin step size.
+        adjusted: Metropolis-adjust the steps (MALA).
+    """
+
+    num_steps: int = 1
+    step_size: float = 0.01
+    adjusted: bool = False
+
+    def init_sampler(self, rng_key, data, batch_size):
+        _check_steps(self.num_steps, self.step_size)
+        return ()
+
+    def sample(self, rng_key, energy, batch, state):
+        x, accept = langevin_chains(
+            rng_key, energy, batch, self.num_steps, self.step_size, self.adjusted
+        )
+        return x, state, accept
+
+
+class ShortRun(NamedTuple):
+    """Short-run MCMC: ``num_steps`` Langevin steps from noise every iteration.
+
+    The short-run sampler itself becomes the generative model (Nijkamp, Hill,
+    Zhu & Wu 2019). ``init`` is a NumPyro distribution over one data point;
+    by default a Gaussian with the data's mean and per-coordinate sd.
+
+    Attributes:
+        num_steps: Langevin steps per iteration.
+        step_size: Langevin step size.
+        init: starting law of the chains.
+        adjusted: Metropolis-adjust the steps (MALA).
+    """
+
+    num_steps: int = 100
+    step_size: float = 0.01
+    init: object = None
+    adjusted: bool = False
+
+    def init_sampler(self, rng_key, data, batch_size):
+        _check_steps(self.num_steps, self.step_size)
+        return _noise_state(self.init, data)
+
+    def sample(self, rng_key, energy, batch, state):
+        key_init, key_run = random.split(rng_key)
+        start = _noise(key_init, self.init, state, batch.shape[0])
+        x, accept = langevin_chains(
+            key_run, energy, start, self.num_steps, self.step_size, self.adjusted
+        )
+        return x, state, accept
+
+
+class PCD(NamedTuple):
+    """Persistent contrastive divergence: chains carried across iterations.
+
+    A buffer of ``buffer_size`` chains starts from the noise law ``init``; each
+    iteration takes ``batch_size`` of them (a fraction ``reinit_prob``
+    re-initialised from noise), runs ``num_steps`` Langevin steps and writes
+    them back (Tieleman 2008; Du & Mordatch 2019).
+
+    Attributes:
+        num_steps: Langevin steps per iteration.
+        step_size: Langevin step size.
+        buffer_size: number of persistent chains.
+        reinit_prob: probability that a chain restarts from noise.
+        init: starting law (default: Gaussian fitted to the data).
+        adjusted: Metropolis-adjust the steps (MALA).
+    """
+
+    num_steps: int = 20
+    step_size: float = 0.01
+    buffer_size: int = 10_000
+    reinit_prob: float = 0.05
+    init: object = None
+    adjusted: bool = False
+
+    def init_sampler(self, rng_key, data, batch_size):
+        _check_steps(self.num_steps, self.step_size)
+        if not (isinstance(self.buffer_size, int) and self.buffer_size >= batch_size):
+            raise ValueError(
+                f"`buffer_size` ({self.buffer_size}) must be an integer at least the "
+                f"batch size ({batch_size})."
+            )
+        if not 0 <= self.reinit_prob <= 1:
+            raise ValueError(
+                f"`reinit_prob` must be in [0, 1], got {self.reinit_prob}."
+            )
+        state = _noise_state(self.init, data)
+        return {**state, "buffer": _noise(rng_key, self.init, state, self.buffer_size)}
+
+    def sample(self, rng_key, energy, batch, state):
+        key_idx, key_reinit, key_noise, key_run = random.split(rng_key, 4)
+        n = batch.shape[0]
+        idx = random.choice(key_idx, self.buffer_size, (n,), replace=False)
+        start = state["buffer"][idx]
+        fresh = _noise(key_noise, self.init, state, n)
+        restart = random.bernoulli(key_reinit, self.reinit_prob, (n,))
+        start = jnp.where(restart.reshape((n,) + (1,) * (start.ndim - 1)), fresh, start)
+        x, accept = langevin_chains(
+            key_run, energy, start, self.num_steps, self.step_size, self.adjusted
+        )
+        return x, {**state, "buffer": state["buffer"].at[idx].set(x)}, accept
+
+
+class EBM:
+    """Train an energy network by maximum likelihood with MCMC negatives.
+
+    Each step draws a minibatch, draws as many negatives with ``method``
+    (:class:`CD`, :class:`PCD` or :class:`ShortRun`; Langevin chains on the
+    current energy) and takes an optimiser step on
+    ``mean E(data) - mean E(negatives) + alpha (mean E(data)^2 + mean E(negatives)^2)``
+    (the regulariser of Du & Mordatch 2019, off by default). Clip gradients
+    by chaining ``optax.clip_by_global_norm`` into ``optimizer``.
+
+    Args:
+        energy_net: a Flax NNX module (or ``(apply_fn, params)`` pair) mapping
+            points ``(n, d)`` to energies ``(n,)``.
+        optimizer: an Optax gradient transformation.
+        method: the negative sampler (default :class:`PCD`).
+        energy_regularization: ``alpha`` above.
+
+    Example:
+        >>> import jax, optax
+        >>> from flax import nnx
+        >>> import numpyro_ebm as ne
+        >>> data = jax.random.normal(jax.random.key(0), (512, 2))
+        >>> ebm = ne.EBM(ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)), optax.adam(1e-3),
+        ...              method=ne.PCD(num_steps=5, step_size=0.05, buffer_size=512))
+        >>> result = ebm.run(jax.random.key(1), data, num_steps=20, batch_size=64,
+        ...                  progress_bar=False)
+        >>> sorted(result.history)
+        ['accept_prob', 'energy_data', 'energy_negative', 'grad_norm', 'loss']
+
+    References:
+        Hinton (2002), *Training products of experts by minimizing contrastive
+        divergence*. Tieleman (2008), *Training restricted Boltzmann machines
+        using approximations to the likelihood gradient*, ICML. Du & Mordatch
+        (2019), *Implicit generation and generalization in energy-based
+        models*, NeurIPS. Nijkamp, Hill, Zhu & Wu (2019), *Learning non-convergent
+        non-persistent short-run MCMC toward energy-based model*, NeurIPS.
+    """
+
+    def __init__(self, energy_net, optimizer, method=None, energy_regularization=0.0):
+        self.apply, self.init_params, self.rebuild = training.split_network(energy_net)
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("`optimizer` must be an optax.GradientTransformation.")
+        self.optimizer = optimizer
+        self.method = PCD() if method is None else method
+        if not (
+            hasattr(self.method, "init_sampler") and hasattr(self.method, "sample")
+        ):
+            raise ValueError("`method` must be CD(...), PCD(...) or ShortRun(...).")
+        if not energy_regularization >= 0:
+            raise ValueError("`energy_regularization` must be non-negative.")
+        self.energy_regularization = energy_regularization
+
+    def _energy(self, params):
+        """One point -> scalar energy, for the Langevin chains."""
+        return lambda x: self.apply(params, x[None])[0]
+
+    def init(self, rng_key, data, batch_size):
+        """A fresh :class:`~numpyro_ebm.learn.training.TrainState` (checks inputs)."""
+        data = training.check_data(data, batch_size)
+        out = training.check_network_input(
+            self.apply, self.init_params, data[:2], "energy network"
+        )
+        if out.shape != (2,):
+            raise ValueError(
+                f"the energy network must return one energy per point; it maps "
+                f"data of shape {data[:2].shape} to {out.shape}."
+            )
+        key_state, key_sampler = random.split(rng_key)
+        sampler_state = self.method.init_sampler(key_sampler, data, batch_size)
+        return training.init_state(
+            key_state, self.init_params, self.optimizer, sampler_state
+        )
+
+    def _step(self, batch_size):
+        alpha = self.energy_regularization
+
+        def step(state, data, mesh):
+            state, key = training.new_key(state)
+            key_batch, key_neg = random.split(key)
+            batch = training.shard_batch(
+                training.sample_batch(key_batch, data, batch_size), mesh
+            )
+            negatives, sampler_state, accept = self.method.sample(
+                key_neg, self._energy(state.params), batch, state.sampler_state
+            )
+            negatives = training.shard_batch(jax.lax.stop_gradient(negatives), mesh)
+
+            def loss_fn(params):
+                e_data = self.apply(params, batch)
+                e_neg = self.apply(params, negatives)
+                loss = e_data.mean() - e_neg.mean()
+                if alpha:
+                    loss = loss + alpha * (jnp.mean(e_data**2) + jnp.mean(e_neg**2))
+                return loss, (e_data.mean(), e_neg.mean())
+
+            (loss, (e_data, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state.params
+            )
+            updates, opt_state = self.optimizer.update(
+                grads, state.opt_state, state.params
+            )
+            params = optax.apply_updates(state.params, updates)
+            metrics = {
+                "loss": loss,
+                "energy_data": e_data,
+                "energy_negative": e_neg,
+                "grad_norm": optax.tree.norm(grads),
+                "accept_prob": accept,
+            }
+            new_state = training.TrainState(
+                state.step + 1, params, opt_state, sampler_state, state.rng_key
+            )
+            return new_state, metrics
+
+        return step
+
+    def run(
+        self,
+        rng_key,
+        data,
+        num_steps,
+        batch_size,
+        *,
+        init_state=None,
+        progress_bar=True,
+        num_devices=None,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+    ):
+        """Train for ``num_steps`` minibatch steps.
+
+        Args:
+            rng_key: a JAX PRNG key.
+            data: array ``(num_data, d)``.
+            num_steps: number of optimiser steps.
+            batch_size: minibatch size, and number of negatives per step.
+            init_state: a previous run's ``result.state`` to continue from.
+            progress_bar: show a progress bar with the running energies.
+            num_devices: shard each minibatch and its negatives over this many
+                devices; ``batch_size`` must divide evenly.
+            checkpoint_dir: save (and resume from) Orbax checkpoints here.
+            checkpoint_every: steps between checkpoints.
+
+        Returns:
+            A :class:`~numpyro_ebm.learn.training.TrainResult`; its
+            ``state.sampler_state`` holds the method's state (PCD's buffer).
+        """
+        data = training.check_data(data, batch_size)
+        if num_devices and batch_size % num_devices:
+            raise ValueError("`batch_size` must be divisible by `num_devices`.")
+        state = (
+            self.init(rng_key, data, batch_size) if init_state is None else init_state
+        )
+        state, history = training.run_loop(
+            self._step(batch_size),
+            state,
+            data,
+            num_steps,
+            progress_bar=progress_bar,
+            num_devices=num_devices,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            description="EBM",
+        )
+        return training.TrainResult(
+            self.rebuild(state.params), state.params, state, history
+        )

@@ -1,0 +1,105 @@
+"""Plots for 2-D energies and training runs (needs matplotlib: the ``examples`` extra)."""
+
+import numpy as np
+
+import jax.numpy as jnp
+
+__all__ = ["plot_density_2d", "plot_history"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "plots need matplotlib: pip install 'numpyro-ebm[examples]'"
+        ) from err
+    return plt
+
+
+def plot_density_2d(
+    energy_fn, bounds, samples=None, *, num_grid=200, ax=None, title=None, log=False
+):
+    """Contours of the density ``exp(-E)`` on a grid, with samples on top.
+
+    Args:
+        energy_fn: maps points ``(n, 2)`` to energies ``(n,)``.
+        bounds: ``((xmin, xmax), (ymin, ymax))``.
+        samples: optional points ``(m, 2)`` to scatter.
+        num_grid: grid points per axis.
+        ax: a matplotlib axis (a new figure when ``None``).
+        title: axis title.
+        log: show ``-E`` (the unnormalised log density) instead of ``exp(-E)``.
+
+    Returns:
+        The matplotlib axis.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> ax = plot_density_2d(lambda x: 0.5 * jnp.sum(x**2, -1), ((-3, 3), (-3, 3)))
+        >>> [float(v) for v in ax.get_xlim()]
+        [-3.0, 3.0]
+    """
+    plt = _pyplot()
+    (xmin, xmax), (ymin, ymax) = bounds
+    gx = np.linspace(xmin, xmax, num_grid)
+    gy = np.linspace(ymin, ymax, num_grid)
+    xx, yy = np.meshgrid(gx, gy, indexing="xy")
+    points = jnp.asarray(np.stack([xx.ravel(), yy.ravel()], -1), jnp.float32)
+    log_density = -np.asarray(energy_fn(points), np.float64).reshape(xx.shape)
+    z = log_density if log else np.exp(log_density - log_density.max())
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.contourf(xx, yy, z, levels=30, cmap="viridis")
+    if samples is not None:
+        s = np.asarray(samples)
+        ax.scatter(s[:, 0], s[:, 1], s=2, c="white", alpha=0.5, linewidths=0)
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_history(history, keys=None, *, axes=None, smooth=None):
+    """Training curves: one panel per metric of a run's ``history``.
+
+    Args:
+        history: dict of per-step arrays (``result.history``).
+        keys: metrics to show (default: all).
+        axes: matplotlib axes, one per key.
+        smooth: moving-average window (default: about 1% of the steps).
+
+    Returns:
+        The array of axes.
+
+    Example:
+        >>> import numpy as np
+        >>> axes = plot_history({"loss": np.linspace(1, 0, 100)})
+        >>> len(axes)
+        1
+    """
+    plt = _pyplot()
+    keys = list(history) if keys is None else list(keys)
+    if axes is None:
+        _, axes = plt.subplots(
+            1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False
+        )
+        axes = axes[0]
+    for key, ax in zip(keys, axes, strict=True):
+        values = np.asarray(history[key], np.float64)
+        window = smooth or max(1, len(values) // 100)
+        kernel = np.ones(window) / window
+        ax.plot(values, alpha=0.3, lw=0.8)
+        if window > 1:
+            ax.plot(
+                np.arange(window - 1, len(values)), np.convolve(values, kernel, "valid")
+            )
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    plt.tight_layout()
+    return axes

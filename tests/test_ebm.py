@@ -1,0 +1,188 @@
+"""Energy-based models by maximum likelihood: methods, quality, contract."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+import numpyro_ebm as ne
+from numpyro_ebm.datasets import TOY_LAWS, eight_gaussians
+from numpyro_ebm.diagnostics import grid_log_likelihood
+
+
+@pytest.fixture(scope="module")
+def eight():
+    law = eight_gaussians()
+    return (
+        law,
+        law.sample(jax.random.key(0), 20_000),
+        law.sample(jax.random.key(1), 5_000),
+    )
+
+
+def test_pcd_on_eight_gaussians_reaches_the_true_likelihood(eight):
+    law, data, test = eight
+    ebm = ne.EBM(ne.nn.EnergyMLP(2, (128, 128), rngs=nnx.Rngs(0)), optax.adam(1e-3))
+    result = ebm.run(
+        jax.random.key(2), data, num_steps=3000, batch_size=256, progress_bar=False
+    )
+    learned = float(grid_log_likelihood(result.module, test, law.bounds))
+    true = float(jnp.mean(law.log_prob(test)))
+    assert learned > true - 0.3, (learned, true)
+    assert np.all(np.isfinite(result.history["loss"]))
+    assert result.state.sampler_state["buffer"].shape == (10_000, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("law_name", sorted(TOY_LAWS))
+@pytest.mark.parametrize(
+    "method",
+    [
+        ne.CD(num_steps=5, step_size=0.01),
+        ne.PCD(num_steps=20, step_size=0.01),
+        ne.ShortRun(num_steps=50, step_size=0.02),
+    ],
+    ids=["CD", "PCD", "ShortRun"],
+)
+def test_methods_train_without_divergence(law_name, method):
+    law = TOY_LAWS[law_name]
+    data = law.sample(jax.random.key(0), 5000)
+    ebm = ne.EBM(
+        ne.nn.EnergyMLP(2, (64, 64), rngs=nnx.Rngs(0)),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3)),
+        method=method,
+        energy_regularization=0.1,
+    )
+    result = ebm.run(
+        jax.random.key(1), data, num_steps=1000, batch_size=128, progress_bar=False
+    )
+    h = result.history
+    assert all(np.all(np.isfinite(v)) for v in h.values())
+    # training separates data from negatives less and less: the energy gap
+    # closes (it is the loss) and energies stay bounded
+    assert abs(float(np.mean(h["loss"][-100:]))) < 1.0
+    assert float(np.max(np.abs(h["energy_data"]))) < 100
+
+
+def test_no_retracing_per_iteration(eight):
+    _, data, _ = eight
+    traces = []
+
+    def energy(params, x):
+        traces.append(1)  # runs at trace time only
+        return jnp.sum((x - params["m"]) ** 2, -1) * params["s"]
+
+    params = {"m": jnp.zeros(2), "s": jnp.ones(())}
+    ebm = ne.EBM(
+        (energy, params), optax.adam(1e-2), method=ne.CD(num_steps=2, step_size=0.01)
+    )
+    counts = []
+    for num_steps in (10, 20, 200):  # the first run fills JAX's global caches
+        traces.clear()
+        ebm.run(
+            jax.random.key(0),
+            data,
+            num_steps=num_steps,
+            batch_size=32,
+            progress_bar=True,
+        )
+        counts.append(len(traces))
+    # the progress bar runs 20 chunks either way; traces do not grow with steps
+    assert counts[1] == counts[2]
+
+
+@pytest.mark.parametrize(
+    "method", [ne.CD(), ne.PCD(buffer_size=256), ne.ShortRun(num_steps=5)]
+)
+def test_checkpoint_resume_bit_identical(tmp_path, eight, method):
+    _, data, _ = eight
+
+    def run(**kw):
+        ebm = ne.EBM(
+            ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)), optax.adam(1e-3), method=method
+        )
+        return ebm.run(
+            jax.random.key(0),
+            data[:512],
+            num_steps=30,
+            batch_size=32,
+            progress_bar=False,
+            **kw,
+        )
+
+    plain = run()
+    ckpt = str(tmp_path / "ckpt")
+    run(checkpoint_dir=ckpt, checkpoint_every=10)
+    shutil.rmtree(os.path.join(ckpt, "30"))
+    resumed = run(checkpoint_dir=ckpt, checkpoint_every=10)
+    for a, b in zip(
+        jax.tree.leaves(plain.state), jax.tree.leaves(resumed.state), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_data_parallel_matches_single_device(eight):
+    _, data, _ = eight
+    results = []
+    for num_devices in (None, 4):
+        ebm = ne.EBM(
+            ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
+            optax.adam(1e-3),
+            method=ne.PCD(num_steps=5, buffer_size=256),
+        )
+        results.append(
+            ebm.run(
+                jax.random.key(0),
+                data[:512],
+                20,
+                32,
+                progress_bar=False,
+                num_devices=num_devices,
+            )
+        )
+    for a, b in zip(
+        jax.tree.leaves(results[0].params),
+        jax.tree.leaves(results[1].params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_input(eight):
+    _, data, _ = eight
+    net = ne.nn.EnergyMLP(2, (8,), rngs=nnx.Rngs(0))
+    ebm = ne.EBM(net, optax.adam(1e-3))
+    with pytest.raises(ValueError, match="NaN"):
+        ebm.run(jax.random.key(0), data[:100].at[0, 0].set(jnp.nan), 5, 16)
+    with pytest.raises(ValueError, match="cannot be applied to data"):
+        ebm.run(jax.random.key(0), jnp.ones((100, 5)), 5, 16)
+    with pytest.raises(ValueError, match="larger than the data"):
+        ebm.run(jax.random.key(0), data[:10], 5, 16)
+    with pytest.raises(ValueError, match="buffer_size"):
+        ne.EBM(net, optax.adam(1e-3), ne.PCD(buffer_size=8)).run(
+            jax.random.key(0), data[:100], 5, 16
+        )
+    for method in (
+        ne.CD(step_size=0.0),
+        ne.PCD(step_size=-1.0),
+        ne.ShortRun(num_steps=0),
+    ):
+        with pytest.raises(ValueError, match="step_size|num_steps"):
+            ne.EBM(net, optax.adam(1e-3), method).run(
+                jax.random.key(0), data[:100], 5, 16
+            )
+    with pytest.raises(ValueError, match="reinit_prob"):
+        ne.EBM(net, optax.adam(1e-3), ne.PCD(reinit_prob=1.5)).run(
+            jax.random.key(0), data, 5, 16
+        )
+    with pytest.raises(ValueError, match="one energy per point"):
+        score_net = ne.nn.ScoreMLP(2, (8,), rngs=nnx.Rngs(0))
+        ne.EBM((lambda p, x: score_net(x, 1.0), None), optax.adam(1e-3)).run(
+            jax.random.key(0), data[:100], 5, 16
+        )
