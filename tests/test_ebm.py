@@ -12,7 +12,7 @@ import optax
 from flax import nnx
 
 import numpyro_ebm as ne
-from numpyro_ebm.datasets import TOY_LAWS, eight_gaussians
+from numpyro_ebm.datasets import TOY_LAWS, eight_gaussians, gaussian_mixture
 from numpyro_ebm.diagnostics import grid_log_likelihood
 
 
@@ -26,17 +26,77 @@ def eight():
     )
 
 
-def test_pcd_on_eight_gaussians_reaches_the_true_likelihood(eight):
+def test_default_on_eight_gaussians_reaches_the_true_likelihood(eight):
     law, data, test = eight
-    ebm = ne.EBM(ne.nn.EnergyMLP(2, (128, 128), rngs=nnx.Rngs(0)), optax.adam(1e-3))
+    ebm = ne.EBM(
+        ne.nn.EnergyMLP(2, (64, 64), rngs=nnx.Rngs(0)),
+        optax.adam(optax.cosine_decay_schedule(2e-3, 2000, 0.1)),
+    )
+    assert isinstance(ebm.method, ne.TemperedPCD)
     result = ebm.run(
-        jax.random.key(2), data, num_steps=3000, batch_size=256, progress_bar=False
+        jax.random.key(2), data, num_steps=2000, batch_size=128, progress_bar=False
     )
     learned = float(grid_log_likelihood(result.module, test, law.bounds))
     true = float(jnp.mean(law.log_prob(test)))
     assert learned > true - 0.3, (learned, true)
     assert np.all(np.isfinite(result.history["loss"]))
-    assert result.state.sampler_state["buffer"].shape == (10_000, 2)
+    assert float(np.mean(result.history["swap_accept"][-100:])) > 0.3
+
+
+def _mode_weight(energy, n=300):
+    """Mass of x > 0 under exp(-E), normalised on a grid covering both modes."""
+    gx, gy = jnp.linspace(-9.0, 9.0, n), jnp.linspace(-5.0, 5.0, n)
+    grid = jnp.stack(jnp.meshgrid(gx, gy, indexing="ij"), -1).reshape(-1, 2)
+    return float(jnp.sum(jax.nn.softmax(-energy(grid)) * (grid[:, 0] > 0)))
+
+
+@pytest.fixture(scope="module")
+def two_modes():
+    # weights 0.65 / 0.35, modes 8.7 sd apart
+    law = gaussian_mixture(
+        jnp.array([[-4.35, 0.0], [4.35, 0.0]]), jnp.ones(2), jnp.array([0.65, 0.35])
+    )
+    return law.sample(jax.random.key(0), 20_000)
+
+
+@pytest.mark.parametrize(
+    "method, expect_right",
+    [(None, True), (ne.PCD(num_steps=20, step_size=0.01, reinit_prob=0.05), False)],
+    ids=["default", "plain-PCD"],
+)
+def test_mode_weights(two_modes, method, expect_right):
+    ebm = ne.EBM(
+        ne.nn.EnergyMLP(2, (64, 64), rngs=nnx.Rngs(0)),
+        optax.adam(optax.cosine_decay_schedule(1e-3, 3000, 0.1)),
+        method=method,
+    )
+    result = ebm.run(jax.random.key(2), two_modes, 3000, 128, progress_bar=False)
+    weight = _mode_weight(result.module)
+    if expect_right:
+        assert abs(weight - 0.35) < 0.07, weight
+    else:
+        # chains that never cross: the light mode's weight is lost, although
+        # the persistent buffer still holds both modes
+        assert weight < 0.1, weight
+        buffer = result.state.sampler_state["buffer"]
+        assert float(jnp.mean(buffer[:, 0] > 0)) > 0.2
+
+
+def test_ladder_equalises_rejection():
+    from numpyro_ebm.learn.ebm import _equalise_ladder
+
+    betas = jnp.array([1.0, 0.5, 0.2, 0.0])
+    np.testing.assert_allclose(
+        _equalise_ladder(betas, jnp.full(3, 0.3)), betas, atol=1e-6
+    )
+    # the pair (0.5, 1) rejects most: the new ladder puts more levels there
+    new = _equalise_ladder(betas, jnp.array([0.9, 0.1, 0.1]))
+    assert (
+        new[0] == 1.0
+        and new[-1] == 0.0
+        and new[1] > 0.5
+        and bool(jnp.all(jnp.diff(new) < 0))
+    )
 
 
 @pytest.mark.slow
@@ -46,9 +106,10 @@ def test_pcd_on_eight_gaussians_reaches_the_true_likelihood(eight):
     [
         ne.CD(num_steps=5, step_size=0.01),
         ne.PCD(num_steps=20, step_size=0.01),
+        ne.TemperedPCD(),
         ne.ShortRun(num_steps=50, step_size=0.02),
     ],
-    ids=["CD", "PCD", "ShortRun"],
+    ids=["CD", "PCD", "TemperedPCD", "ShortRun"],
 )
 def test_methods_train_without_divergence(law_name, method):
     law = TOY_LAWS[law_name]
@@ -177,6 +238,10 @@ def test_bad_input(eight):
             ne.EBM(net, optax.adam(1e-3), method).run(
                 jax.random.key(0), data[:100], 5, 16
             )
+    with pytest.raises(ValueError, match="num_temperatures"):
+        ne.EBM(net, optax.adam(1e-3), ne.TemperedPCD(num_temperatures=1)).run(
+            jax.random.key(0), data[:100], 5, 16
+        )
     with pytest.raises(ValueError, match="reinit_prob"):
         ne.EBM(net, optax.adam(1e-3), ne.PCD(reinit_prob=1.5)).run(
             jax.random.key(0), data, 5, 16

@@ -1,6 +1,6 @@
 """Learning: score matching and energy-based maximum likelihood."""
 
-from numpyro_ebm.learn.ebm import CD, EBM, PCD, ShortRun, langevin_chains
+from numpyro_ebm.learn.ebm import CD, EBM, PCD, ShortRun, TemperedPCD, langevin_chains
 from numpyro_ebm.learn.score_matching import (
     DenoisingScoreMatching,
     ExactScoreMatching,
@@ -19,6 +19,7 @@ __all__ = [
     "EBM",
     "PCD",
     "ShortRun",
+    "TemperedPCD",
     "langevin_chains",
     "DenoisingScoreMatching",
     "ExactScoreMatching",

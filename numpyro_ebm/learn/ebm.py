@@ -6,7 +6,14 @@ when the negatives are draws from the model. The methods below produce them
 with the shared Langevin step, each a small pure object with
 ``init_sampler(rng_key, data, batch_size) -> sampler_state`` and
 ``sample(rng_key, energy, batch, sampler_state) -> (negatives, sampler_state,
-accept_prob)``, so that the training loop is generic.
+info)`` (``info`` a dict of scalar diagnostics, at least ``accept_prob``), so
+that the training loop is generic.
+
+Chains that never cross between well-separated modes leave the relative mode
+weights unlearned: the buffer of plain :class:`PCD` can look right while the
+model puts almost no mass on a mode. The default, :class:`TemperedPCD`, runs
+parallel tempering on a bridge from a broad Gaussian to the model, so that
+fresh draws enter every iteration and move between modes.
 """
 
 from typing import NamedTuple
@@ -20,7 +27,7 @@ from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_step
 from numpyro_ebm.learn import training
 
-__all__ = ["CD", "PCD", "ShortRun", "EBM", "langevin_chains"]
+__all__ = ["CD", "PCD", "ShortRun", "TemperedPCD", "EBM", "langevin_chains"]
 
 
 def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False):
@@ -107,7 +114,7 @@ class CD(NamedTuple):
         x, accept = langevin_chains(
             rng_key, energy, batch, self.num_steps, self.step_size, self.adjusted
         )
-        return x, state, accept
+        return x, state, {"accept_prob": accept}
 
 
 class ShortRun(NamedTuple):
@@ -139,7 +146,7 @@ class ShortRun(NamedTuple):
         x, accept = langevin_chains(
             key_run, energy, start, self.num_steps, self.step_size, self.adjusted
         )
-        return x, state, accept
+        return x, state, {"accept_prob": accept}
 
 
 class PCD(NamedTuple):
@@ -191,15 +198,166 @@ class PCD(NamedTuple):
         x, accept = langevin_chains(
             key_run, energy, start, self.num_steps, self.step_size, self.adjusted
         )
-        return x, {**state, "buffer": state["buffer"].at[idx].set(x)}, accept
+        buffer = state["buffer"].at[idx].set(x)
+        return x, {**state, "buffer": buffer}, {"accept_prob": accept}
+
+
+class TemperedPCD(NamedTuple):
+    """Persistent chains with parallel tempering: negatives that cross modes.
+
+    ``num_temperatures`` levels of persistent chains (one chain per minibatch
+    point at each level) target the geometric bridge
+    ``pi_beta ∝ q0^(1 - beta) exp(-beta E)`` from a broad Gaussian ``q0`` (the
+    data's mean and covariance, the covariance times ``init_scale``) at
+    ``beta = 0`` to the model at ``beta = 1``. Each iteration: the ``beta = 0``
+    level is drawn afresh from ``q0``; every other level takes ``num_steps``
+    Langevin steps on its bridge potential ``(1 - beta) U0 + beta E`` (step
+    ``step_size`` at ``beta = 1``, scaled towards ``q0``'s variance as beta
+    falls); then neighbouring levels propose to swap their chains (even and
+    odd pairs alternately), accepted with probability
+    ``min(1, exp((beta_i - beta_j) (D(x_i) - D(x_j))))``, ``D = E - U0``. The
+    ``beta = 1`` chains are the negatives. Fresh exact draws enter every
+    iteration and travel up the ladder, so mode weights are learned, which
+    plain persistent chains cannot do. With ``adapt_ladder`` the inverse
+    temperatures are moved so that swap rejection is equal between all pairs
+    (Syed, Bouchard-Côté, Deligiannidis & Doucet 2021). Watch ``swap_accept``
+    in the history: if it falls below about 0.3 (high dimension), add levels.
+
+    Cost per iteration: ``(num_temperatures - 1) * batch_size * (num_steps + 1)``
+    gradient evaluations.
+
+    Attributes:
+        num_steps: Langevin steps per level and iteration.
+        step_size: Langevin step size at ``beta = 1``.
+        num_temperatures: levels, including ``beta = 0`` and ``beta = 1``.
+        init_scale: variance inflation of ``q0`` over the data covariance.
+        adapt_ladder: adapt the inverse temperatures online.
+        adjusted: Metropolis-adjust the Langevin steps (MALA), default on.
+
+    References:
+        Swendsen & Wang (1986), *Replica Monte Carlo simulation of spin
+        glasses*, PRL 57. Geyer (1991), *Markov chain Monte Carlo maximum
+        likelihood*. Desjardins, Courville, Bengio, Vincent & Delalleau
+        (2010), *Tempered Markov chain Monte Carlo for training of restricted
+        Boltzmann machines*, AISTATS. Syed et al. (2021), *Non-reversible
+        parallel tempering: a scalable highly parallel MCMC scheme*, JRSS B.
+    """
+
+    num_steps: int = 5
+    step_size: float = 0.01
+    num_temperatures: int = 4
+    init_scale: float = 2.0
+    adapt_ladder: bool = True
+    adjusted: bool = True
+
+    def init_sampler(self, rng_key, data, batch_size):
+        _check_steps(self.num_steps, self.step_size)
+        if not (isinstance(self.num_temperatures, int) and self.num_temperatures >= 2):
+            raise ValueError("`num_temperatures` must be an integer >= 2.")
+        if not self.init_scale > 0:
+            raise ValueError("`init_scale` must be positive.")
+        flat = data.reshape(data.shape[0], -1)
+        cov = jnp.atleast_2d(jnp.cov(flat.T)) * self.init_scale
+        jitter = 1e-3 * jnp.mean(jnp.diag(cov)) + 1e-6
+        chol = jnp.linalg.cholesky(cov + jitter * jnp.eye(cov.shape[0]))
+        state = {
+            "q0_mean": flat.mean(0),
+            "q0_chol": chol,
+            "betas": (1.0 - jnp.linspace(0.0, 1.0, self.num_temperatures)) ** 2,
+            "parity": jnp.zeros((), jnp.int32),
+            "rejection": jnp.full(self.num_temperatures - 1, 0.5),
+        }
+        shape = (self.num_temperatures, batch_size)
+        state["chains"] = self._q0_sample(rng_key, state, shape).reshape(
+            shape + data.shape[1:]
+        )
+        return state
+
+    @staticmethod
+    def _q0_sample(rng_key, state, shape):
+        z = random.normal(
+            rng_key, shape + state["q0_mean"].shape, state["q0_mean"].dtype
+        )
+        return state["q0_mean"] + z @ state["q0_chol"].T
+
+    @staticmethod
+    def _q0_potential(state, x):
+        r = jax.scipy.linalg.solve_triangular(
+            state["q0_chol"], (x.reshape(-1) - state["q0_mean"]), lower=True
+        )
+        return 0.5 * jnp.sum(r**2)
+
+    def sample(self, rng_key, energy, batch, state):
+        key_fresh, key_move, key_swap = random.split(rng_key, 3)
+        chains, betas = state["chains"], state["betas"]
+        num_levels, n = chains.shape[:2]
+        event = chains.shape[2:]
+        # the beta = 0 level is an exact, fresh draw from q0
+        fresh = self._q0_sample(key_fresh, state, (n,)).reshape((n,) + event)
+        chains = chains.at[-1].set(fresh)
+        u0 = lambda x: self._q0_potential(state, x)
+        var0 = jnp.mean(jnp.sum(state["q0_chol"] ** 2, -1))
+
+        def move(key, x, beta):
+            bridge = lambda y: (1.0 - beta) * u0(y) + beta * energy(y)
+            step = self.step_size**beta * (self.step_size * var0) ** (1.0 - beta)
+            return langevin_chains(key, bridge, x, self.num_steps, step, self.adjusted)
+
+        keys = random.split(key_move, num_levels - 1)
+        moved, accept = jax.vmap(move)(keys, chains[:-1], betas[:-1])
+        chains = chains.at[:-1].set(moved)
+
+        # replica swaps between neighbours (i, i + 1) with i of the current parity
+        diff = jax.vmap(jax.vmap(lambda x: energy(x) - u0(x)))(chains)  # (L, n)
+        log_ratio = (betas[:-1] - betas[1:])[:, None] * (diff[:-1] - diff[1:])
+        pairs = jnp.arange(num_levels - 1)
+        active = (pairs % 2 == state["parity"])[:, None]
+        log_u = jnp.log(random.uniform(key_swap, log_ratio.shape, log_ratio.dtype))
+        swap = active & (log_u < log_ratio)
+        take_up = jnp.concatenate([swap, jnp.zeros((1, n), bool)], 0)
+        take_down = jnp.concatenate([jnp.zeros((1, n), bool), swap], 0)
+        up = jnp.concatenate([chains[1:], chains[-1:]], 0)
+        down = jnp.concatenate([chains[:1], chains[:-1]], 0)
+        mask = lambda m: m.reshape(m.shape + (1,) * len(event))
+        chains = jnp.where(mask(take_up), up, jnp.where(mask(take_down), down, chains))
+
+        swap_prob = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)), 1)  # per pair
+        rejection = state["rejection"]
+        if self.adapt_ladder:
+            rejection = 0.95 * rejection + 0.05 * (1.0 - swap_prob)
+            betas = _equalise_ladder(betas, rejection)
+        new_state = {
+            **state,
+            "chains": chains,
+            "betas": betas,
+            "parity": 1 - state["parity"],
+            "rejection": rejection,
+        }
+        info = {"accept_prob": accept[0], "swap_accept": swap_prob.min()}
+        return chains[0], new_state, info
+
+
+def _equalise_ladder(betas, rejection):
+    """Move the inverse temperatures so that each pair has equal rejection.
+
+    The cumulative rejection ``Lambda(beta)`` is piecewise linear between the
+    current levels; the new levels split it into equal parts (Syed et al. 2021).
+    """
+    increasing = betas[::-1]
+    cumulative = jnp.concatenate(
+        [jnp.zeros(1, betas.dtype), jnp.cumsum(jnp.maximum(rejection[::-1], 1e-3))]
+    )
+    targets = jnp.linspace(0.0, cumulative[-1], betas.shape[0])
+    new = jnp.interp(targets, cumulative, increasing)
+    return new.at[0].set(0.0).at[-1].set(1.0)[::-1]
 
 
 class EBM:
     """Train an energy network by maximum likelihood with MCMC negatives.
 
     Each step draws a minibatch, draws as many negatives with ``method``
-    (:class:`CD`, :class:`PCD` or :class:`ShortRun`; Langevin chains on the
-    current energy) and takes an optimiser step on
+    (:class:`TemperedPCD`, :class:`PCD`, :class:`CD` or :class:`ShortRun`;
+    Langevin chains on the current energy) and takes an optimiser step on
     ``mean E(data) - mean E(negatives) + alpha (mean E(data)^2 + mean E(negatives)^2)``
     (the regulariser of Du & Mordatch 2019, off by default). Clip gradients
     by chaining ``optax.clip_by_global_norm`` into ``optimizer``.
@@ -208,7 +366,8 @@ class EBM:
         energy_net: a Flax NNX module (or ``(apply_fn, params)`` pair) mapping
             points ``(n, d)`` to energies ``(n,)``.
         optimizer: an Optax gradient transformation.
-        method: the negative sampler (default :class:`PCD`).
+        method: the negative sampler (default :class:`TemperedPCD`, which
+            learns the relative weights of separated modes).
         energy_regularization: ``alpha`` above.
 
     Example:
@@ -237,7 +396,7 @@ class EBM:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise ValueError("`optimizer` must be an optax.GradientTransformation.")
         self.optimizer = optimizer
-        self.method = PCD() if method is None else method
+        self.method = TemperedPCD() if method is None else method
         if not (
             hasattr(self.method, "init_sampler") and hasattr(self.method, "sample")
         ):
@@ -276,7 +435,7 @@ class EBM:
             batch = training.shard_batch(
                 training.sample_batch(key_batch, data, batch_size), mesh
             )
-            negatives, sampler_state, accept = self.method.sample(
+            negatives, sampler_state, info = self.method.sample(
                 key_neg, self._energy(state.params), batch, state.sampler_state
             )
             negatives = training.shard_batch(jax.lax.stop_gradient(negatives), mesh)
@@ -301,7 +460,7 @@ class EBM:
                 "energy_data": e_data,
                 "energy_negative": e_neg,
                 "grad_norm": optax.tree.norm(grads),
-                "accept_prob": accept,
+                **info,
             }
             new_state = training.TrainState(
                 state.step + 1, params, opt_state, sampler_state, state.rng_key
