@@ -448,3 +448,24 @@ _X = jnp.zeros((10, 2))
 def test_value_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_ksd_detects_ula_bias_with_a_big_step():
+    import numpyro_ebm as ne
+
+    # ULA with step 0.6 on N(0, I) samples N(0, I / 0.7); MALA samples N(0, I)
+    energy = lambda x: 0.5 * jnp.sum(x**2, -1)
+    score = lambda x: -x
+
+    def ksd_draws(adjusted, key):
+        d = ne.EnergyDistribution(
+            energy, (2,), num_steps=100, step_size=0.6, adjusted=adjusted
+        )
+        one = lambda k: kernel_stein_discrepancy(d.sample(k, (300,)), score)
+        return jax.jit(jax.vmap(one))(jax.random.split(key, 20))
+
+    exact = np.asarray(ksd_draws(True, jax.random.key(0)), np.float64)
+    biased = np.asarray(ksd_draws(False, jax.random.key(1)), np.float64)
+    se = np.sqrt(exact.var() / exact.size + biased.var() / biased.size)
+    assert abs(exact.mean()) < 5 * exact.std() / np.sqrt(exact.size)
+    assert biased.mean() - exact.mean() > 5 * se
