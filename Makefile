@@ -38,6 +38,7 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py
+	$(PY) benchmarks/bench_learning.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

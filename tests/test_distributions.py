@@ -194,7 +194,11 @@ def test_annealed_langevin_trajectory_and_denoise():
         jax.random.key(0), mixture_score, init, sigmas, 0.01, 5, denoise=True
     )
     np.testing.assert_allclose(d, x + 0.25 * mixture_score(x, 0.5), rtol=1e-5)
-    # pure and jittable
+    # pure and jittable, with noise levels traced or closed over
+    closed = jax.jit(
+        lambda key, x: ne.annealed_langevin(key, mixture_score, x, sigmas, 0.01, 5)
+    )
+    np.testing.assert_allclose(closed(jax.random.key(0), init), x, rtol=1e-6)
     f = jax.jit(ne.annealed_langevin, static_argnums=(1, 5))
     np.testing.assert_allclose(
         f(jax.random.key(0), mixture_score, init, sigmas, 0.01, 5), x, rtol=1e-6

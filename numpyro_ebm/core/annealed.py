@@ -2,6 +2,8 @@
 
 from collections.abc import Callable
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 from jax import random
@@ -20,20 +22,23 @@ def check_sigmas(sigmas):
         >>> check_sigmas([1.0, 0.5, 0.1]).shape
         (3,)
     """
-    sigmas = jnp.asarray(sigmas)
-    if sigmas.ndim != 1 or sigmas.shape[0] == 0:
-        raise ValueError(
-            f"`sigmas` must be a non-empty 1-D array, got shape {sigmas.shape}."
-        )
     if isinstance(sigmas, jax.core.Tracer):
+        if sigmas.ndim != 1:
+            raise ValueError(f"`sigmas` must be a 1-D array, got shape {sigmas.shape}.")
         return sigmas
-    if not bool(jnp.all(jnp.isfinite(sigmas) & (sigmas > 0))):
+    # checked with NumPy: jnp operations would be staged when called under jit
+    values = np.asarray(sigmas)
+    if values.ndim != 1 or values.shape[0] == 0:
+        raise ValueError(
+            f"`sigmas` must be a non-empty 1-D array, got shape {values.shape}."
+        )
+    if not np.all(np.isfinite(values) & (values > 0)):
         raise ValueError("every noise level in `sigmas` must be positive and finite.")
-    if not bool(jnp.all(jnp.diff(sigmas) < 0)):
+    if not np.all(np.diff(values) < 0):
         raise ValueError(
             "`sigmas` must be strictly decreasing (largest noise level first)."
         )
-    return sigmas
+    return jnp.asarray(sigmas)
 
 
 def annealed_langevin(
