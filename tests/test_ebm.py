@@ -104,12 +104,12 @@ def test_ladder_equalises_rejection():
 @pytest.mark.parametrize(
     "method",
     [
-        ne.CD(num_steps=5, step_size=0.01),
+        ne.CD(num_steps=1, step_size=0.01),
         ne.PCD(num_steps=20, step_size=0.01),
         ne.TemperedPCD(),
         ne.ShortRun(num_steps=50, step_size=0.02),
     ],
-    ids=["CD", "PCD", "TemperedPCD", "ShortRun"],
+    ids=["CD-1", "PCD", "TemperedPCD", "ShortRun"],
 )
 def test_methods_train_without_divergence(law_name, method):
     law = TOY_LAWS[law_name]
