@@ -352,7 +352,7 @@ def _equalise_ladder(betas, rejection):
     return new.at[0].set(0.0).at[-1].set(1.0)[::-1]
 
 
-class EBM:
+class EBM(training.Learner):
     """Train an energy network by maximum likelihood with MCMC negatives.
 
     Each step draws a minibatch, draws as many negatives with ``method``
@@ -391,11 +391,10 @@ class EBM:
         non-persistent short-run MCMC toward energy-based model*, NeurIPS.
     """
 
+    description = "EBM"
+
     def __init__(self, energy_net, optimizer, method=None, energy_regularization=0.0):
-        self.apply, self.init_params, self.rebuild = training.split_network(energy_net)
-        if not isinstance(optimizer, optax.GradientTransformation):
-            raise ValueError("`optimizer` must be an optax.GradientTransformation.")
-        self.optimizer = optimizer
+        super().__init__(energy_net, optimizer)
         self.method = TemperedPCD() if method is None else method
         if not (
             hasattr(self.method, "init_sampler") and hasattr(self.method, "sample")
@@ -451,10 +450,6 @@ class EBM:
             (loss, (e_data, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
                 state.params
             )
-            updates, opt_state = self.optimizer.update(
-                grads, state.opt_state, state.params
-            )
-            params = optax.apply_updates(state.params, updates)
             metrics = {
                 "loss": loss,
                 "energy_data": e_data,
@@ -462,61 +457,9 @@ class EBM:
                 "grad_norm": optax.tree.norm(grads),
                 **info,
             }
-            new_state = training.TrainState(
-                state.step + 1, params, opt_state, sampler_state, state.rng_key
+            new_state = self._apply_gradients(
+                state._replace(sampler_state=sampler_state), grads
             )
             return new_state, metrics
 
         return step
-
-    def run(
-        self,
-        rng_key,
-        data,
-        num_steps,
-        batch_size,
-        *,
-        init_state=None,
-        progress_bar=True,
-        num_devices=None,
-        checkpoint_dir=None,
-        checkpoint_every=None,
-    ):
-        """Train for ``num_steps`` minibatch steps.
-
-        Args:
-            rng_key: a JAX PRNG key.
-            data: array ``(num_data, d)``.
-            num_steps: number of optimiser steps.
-            batch_size: minibatch size, and number of negatives per step.
-            init_state: a previous run's ``result.state`` to continue from.
-            progress_bar: show a progress bar with the running energies.
-            num_devices: shard each minibatch and its negatives over this many
-                devices; ``batch_size`` must divide evenly.
-            checkpoint_dir: save (and resume from) Orbax checkpoints here.
-            checkpoint_every: steps between checkpoints.
-
-        Returns:
-            A :class:`~numpyro_ebm.learn.training.TrainResult`; its
-            ``state.sampler_state`` holds the method's state (PCD's buffer).
-        """
-        data = training.check_data(data, batch_size)
-        if num_devices and batch_size % num_devices:
-            raise ValueError("`batch_size` must be divisible by `num_devices`.")
-        state = (
-            self.init(rng_key, data, batch_size) if init_state is None else init_state
-        )
-        state, history = training.run_loop(
-            self._step(batch_size),
-            state,
-            data,
-            num_steps,
-            progress_bar=progress_bar,
-            num_devices=num_devices,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            description="EBM",
-        )
-        return training.TrainResult(
-            self.rebuild(state.params), state.params, state, history
-        )

@@ -236,7 +236,7 @@ class DenoisingScoreMatching:
 
 
 # ------------------------------------------------------------------ trainer
-class ScoreMatching:
+class ScoreMatching(training.Learner):
     """Fit an energy or score network by score matching.
 
     The network is a Flax NNX module (or an ``(apply_fn, params)`` pair). If it
@@ -268,11 +268,10 @@ class ScoreMatching:
         & Ermon (2019) — see the objective functions.
     """
 
+    description = "score matching"
+
     def __init__(self, net, optimizer, objective=None):
-        self.apply, self.init_params, self.rebuild = training.split_network(net)
-        if not isinstance(optimizer, optax.GradientTransformation):
-            raise ValueError("`optimizer` must be an optax.GradientTransformation.")
-        self.optimizer = optimizer
+        super().__init__(net, optimizer)
         self.objective = SlicedScoreMatching() if objective is None else objective
         if not hasattr(self.objective, "loss"):
             raise ValueError("`objective` must be a score-matching objective.")
@@ -313,64 +312,7 @@ class ScoreMatching:
                 )
 
             loss, grads = jax.value_and_grad(loss_fn)(state.params)
-            updates, opt_state = self.optimizer.update(
-                grads, state.opt_state, state.params
-            )
-            params = optax.apply_updates(state.params, updates)
             metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-            return state._replace(
-                step=state.step + 1, params=params, opt_state=opt_state
-            ), metrics
+            return self._apply_gradients(state, grads), metrics
 
         return step
-
-    def run(
-        self,
-        rng_key,
-        data,
-        num_steps,
-        batch_size,
-        *,
-        init_state=None,
-        progress_bar=True,
-        num_devices=None,
-        checkpoint_dir=None,
-        checkpoint_every=None,
-    ):
-        """Train for ``num_steps`` minibatch steps.
-
-        Args:
-            rng_key: a JAX PRNG key.
-            data: array ``(num_data, d)``.
-            num_steps: number of optimiser steps.
-            batch_size: minibatch size (drawn without replacement each step).
-            init_state: a previous run's ``result.state`` to continue from.
-            progress_bar: show a progress bar with the running loss.
-            num_devices: shard each minibatch over this many devices
-                (``jax.devices()``); ``batch_size`` must divide evenly.
-            checkpoint_dir: save (and resume from) Orbax checkpoints here.
-            checkpoint_every: steps between checkpoints.
-
-        Returns:
-            A :class:`~numpyro_ebm.learn.training.TrainResult`.
-        """
-        data = training.check_data(data, batch_size)
-        if num_devices and batch_size % num_devices:
-            raise ValueError("`batch_size` must be divisible by `num_devices`.")
-        state = (
-            self.init(rng_key, data, batch_size) if init_state is None else init_state
-        )
-        state, history = training.run_loop(
-            self._step(batch_size),
-            state,
-            data,
-            num_steps,
-            progress_bar=progress_bar,
-            num_devices=num_devices,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_every=checkpoint_every,
-            description="score matching",
-        )
-        return training.TrainResult(
-            self.rebuild(state.params), state.params, state, history
-        )

@@ -18,10 +18,11 @@ import tqdm
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["TrainState", "TrainResult", "split_network", "run_loop"]
+__all__ = ["TrainState", "TrainResult", "Learner", "split_network", "run_loop"]
 
 
 class TrainState(NamedTuple):
@@ -277,3 +278,82 @@ def sample_batch(rng_key, data, batch_size):
     """A minibatch drawn without replacement."""
     idx = jax.random.choice(rng_key, data.shape[0], (batch_size,), replace=False)
     return data[idx]
+
+
+class Learner:
+    """Base of the learners: a network, an Optax optimiser and one pure step.
+
+    Subclasses define ``init(rng_key, data, batch_size) -> TrainState`` and
+    ``_step(batch_size)`` returning ``step(state, data, mesh) -> (state,
+    metrics)``; :meth:`run` is shared.
+    """
+
+    description = "train"
+
+    def __init__(self, net, optimizer):
+        self.apply, self.init_params, self.rebuild = split_network(net)
+        if not isinstance(optimizer, optax.GradientTransformation):
+            raise ValueError("`optimizer` must be an optax.GradientTransformation.")
+        self.optimizer = optimizer
+
+    def _apply_gradients(self, state, grads):
+        """One optimiser update: ``(state with new params and opt_state)``."""
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        return state._replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+        )
+
+    def run(
+        self,
+        rng_key,
+        data,
+        num_steps,
+        batch_size,
+        *,
+        init_state=None,
+        progress_bar=True,
+        num_devices=None,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+    ):
+        """Train for ``num_steps`` minibatch steps.
+
+        Args:
+            rng_key: a JAX PRNG key.
+            data: array ``(num_data, d)``.
+            num_steps: number of optimiser steps.
+            batch_size: minibatch size (drawn without replacement each step).
+            init_state: a previous run's ``result.state`` to continue from.
+            progress_bar: show a progress bar with running metrics.
+            num_devices: shard each minibatch (and per-example work such as
+                negatives) over this many devices of ``jax.devices()``;
+                ``batch_size`` must divide evenly.
+            checkpoint_dir: save Orbax checkpoints here, and resume from the
+                latest one found there.
+            checkpoint_every: steps between checkpoints (default: only at the
+                end and at progress-bar chunk ends).
+
+        Returns:
+            A :class:`TrainResult`; ``result.state.sampler_state`` holds the
+            sampler's state where there is one (e.g. persistent chains).
+        """
+        data = check_data(data, batch_size)
+        if num_devices and batch_size % num_devices:
+            raise ValueError("`batch_size` must be divisible by `num_devices`.")
+        state = (
+            self.init(rng_key, data, batch_size) if init_state is None else init_state
+        )
+        state, history = run_loop(
+            self._step(batch_size),
+            state,
+            data,
+            num_steps,
+            progress_bar=progress_bar,
+            num_devices=num_devices,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            description=self.description,
+        )
+        return TrainResult(self.rebuild(state.params), state.params, state, history)
