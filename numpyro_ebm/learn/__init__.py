@@ -1,6 +1,7 @@
 """Learning: score matching and energy-based maximum likelihood."""
 
 from numpyro_ebm.learn.ebm import CD, EBM, PCD, ShortRun, TemperedPCD, langevin_chains
+from numpyro_ebm.learn.mml import IPLA, MCEM, PGD, SOUL, MMLRunResult, MMLState
 from numpyro_ebm.learn.score_matching import (
     DenoisingScoreMatching,
     ExactScoreMatching,
@@ -15,6 +16,12 @@ from numpyro_ebm.learn.score_matching import (
 from numpyro_ebm.learn.training import TrainResult, TrainState
 
 __all__ = [
+    "PGD",
+    "IPLA",
+    "SOUL",
+    "MCEM",
+    "MMLRunResult",
+    "MMLState",
     "CD",
     "EBM",
     "PCD",

@@ -211,7 +211,7 @@ def run_loop(
         for lower, upper in zip(bounds[:-1], bounds[1:], strict=True):
             state, history = run_chunk(state, history, data, lower, upper)
             if progress_bar:
-                recent = jax.device_get({k: history[k][lower:upper] for k in history})
+                recent = jax.device_get(_window(history, lower, upper))
                 bar.set_postfix_str(_postfix(recent), refresh=False)
                 bar.update(upper - lower)
             if manager is not None and (
@@ -226,9 +226,13 @@ def run_loop(
     return state, history
 
 
+def _window(history, lower, upper):
+    return jax.tree.map(lambda h: h[lower:upper], history)
+
+
 def _postfix(recent):
     parts = []
-    for name in ("loss", "energy_data", "energy_negative"):
+    for name in ("loss", "log_joint", "energy_data", "energy_negative"):
         if name in recent:
             parts.append(f"{name}={float(np.mean(recent[name])):.4g}")
     return ", ".join(parts)

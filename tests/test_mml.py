@@ -1,0 +1,123 @@
+"""Maximum marginal likelihood by Langevin dynamics (PGD, IPLA, SOUL, MCEM)."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import optax
+from numpyro.distributions import constraints
+
+import numpyro_ebm as ne
+from tests.stats import ess
+
+D, N = 100, 10
+
+
+def toy_model(y):
+    # Kuntz, Lim & Johansen (2023): x_d ~ N(theta, 1), y_d ~ N(x_d, 1); MLE mean(y)
+    theta = numpyro.param("theta", 0.0)
+    x = numpyro.sample("x", dist.Normal(theta, 1.0).expand([y.shape[0]]).to_event(1))
+    numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+
+
+@pytest.fixture(scope="module")
+def toy_data():
+    rng = np.random.default_rng(0)
+    x = 1.0 + rng.normal(size=D)
+    return jnp.asarray(x + rng.normal(size=D), jnp.float32)
+
+
+def _stationary_mean_check(theta, truth, k=5.0, min_ess=50):
+    e = ess(np.asarray(theta, np.float64)[None, :, None])[0]
+    assert e >= min_ess, f"ESS {e:.0f} < {min_ess}"
+    se = theta.std() / np.sqrt(e)
+    assert abs(theta.mean() - truth) < k * se + 1e-3, (theta.mean(), truth, se)
+
+
+@pytest.mark.parametrize("estimator_cls", [ne.PGD, ne.IPLA])
+def test_particle_estimators_centre_on_the_mle(toy_data, estimator_cls):
+    estimator = estimator_cls(toy_model, step_size=2 / (2 + D), num_particles=N)
+    result = estimator.run(jax.random.key(0), 8000, toy_data, progress_bar=False)
+    theta = np.asarray(result.history["params"]["theta"])[1000:]
+    _stationary_mean_check(theta, float(toy_data.mean()))
+    assert result.particles["x"].shape == (N, D)
+    assert np.all(np.isfinite(result.history["log_joint"]))
+
+
+def test_constrained_parameter_is_estimated_in_its_support():
+    # x_d ~ N(0, s), y_d ~ N(x_d, 1): y_d ~ N(0, s^2 + 1), MLE s^2 = mean(y^2) - 1
+    rng = np.random.default_rng(1)
+    y = jnp.asarray(rng.normal(size=50) * np.sqrt(2.0**2 + 1.0), jnp.float32)
+
+    def model(y):
+        s = numpyro.param("s", 0.5, constraint=constraints.positive)
+        x = numpyro.sample("x", dist.Normal(0.0, s).expand([y.shape[0]]).to_event(1))
+        numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+
+    result = ne.PGD(model, step_size=0.02, num_particles=10).run(
+        jax.random.key(0), 10000, y, progress_bar=False
+    )
+    s = np.asarray(result.history["params"]["s"])
+    assert np.all(s > 0)
+    mle = np.sqrt(float(jnp.mean(y**2)) - 1.0)
+    _stationary_mean_check(s[2000:], mle, min_ess=100)
+
+
+def test_mcem_and_soul_run_and_improve(toy_data):
+    for estimator in (
+        ne.MCEM(toy_model, optax.adam(0.05), 20, step_size=0.05, num_particles=5),
+        ne.SOUL(toy_model, step_size=0.02, num_particles=5, learning_rate=0.005),
+    ):
+        result = estimator.run(jax.random.key(0), 300, toy_data, progress_bar=False)
+        lj = np.asarray(result.history["log_joint"])
+        assert lj[-50:].mean() > lj[:10].mean()
+        assert abs(float(result.state.params["theta"]) - float(toy_data.mean())) < 0.3
+
+
+def test_bad_models_are_named():
+    def no_param(y):
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(x, 1.0), obs=y)
+
+    def no_latent(y):
+        m = numpyro.param("m", 0.0)
+        numpyro.sample("y", dist.Normal(m, 1.0), obs=y)
+
+    def discrete(y):
+        m = numpyro.param("m", 0.0)
+        k = numpyro.sample("k", dist.Poisson(3.0))
+        numpyro.sample("y", dist.Normal(m + k, 1.0), obs=y)
+
+    def bad_start(y):
+        m = numpyro.param("m", 5.0)  # puts the observation outside its support
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Uniform(x + m - 0.1, x + m + 0.1), obs=y)
+
+    y = jnp.array(0.5)
+    cases = [
+        (no_param, "no numpyro.param site"),
+        (no_latent, "no latent numpyro.sample site"),
+        (discrete, "'k' is discrete"),
+        (bad_start, r"\['y'\]"),
+    ]
+    for model, match in cases:
+        with pytest.raises(ValueError, match=match):
+            ne.PGD(model, step_size=0.01, num_particles=2).run(
+                jax.random.key(0), 5, y, progress_bar=False
+            )
+    with pytest.raises(ValueError, match="num_particles"):
+        ne.PGD(toy_model, step_size=0.01, num_particles=0)
+    with pytest.raises(ValueError, match="step_size"):
+        ne.IPLA(toy_model, step_size=0.0, num_particles=2)
+    with pytest.raises(ValueError, match="optimizer"):
+        ne.MCEM(toy_model, None, 10, step_size=0.1)
+
+
+def test_divergence_is_reported(toy_data):
+    with pytest.raises(FloatingPointError, match="diverged"):
+        ne.PGD(toy_model, step_size=1.0, num_particles=2).run(
+            jax.random.key(0), 200, toy_data, progress_bar=False
+        )
