@@ -14,6 +14,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 ``run``.
 """
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -204,12 +205,14 @@ class _Estimator:
         tr = trace(substitute(self.model, data={**params, **latents})).get_trace(
             *args, **kwargs
         )
-        bad = [
-            name
-            for name, site in tr.items()
-            if site["type"] == "sample"
-            and not bool(jnp.all(jnp.isfinite(site["fn"].log_prob(site["value"]))))
-        ]
+        with warnings.catch_warnings():  # out-of-support values are what we look for
+            warnings.simplefilter("ignore", UserWarning)
+            bad = [
+                name
+                for name, site in tr.items()
+                if site["type"] == "sample"
+                and not bool(jnp.all(jnp.isfinite(site["fn"].log_prob(site["value"]))))
+            ]
         return f"site(s) {bad} have non-finite log density" if bad else "see the model"
 
     def _init_opt_state(self, params):
