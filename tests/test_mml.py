@@ -9,6 +9,7 @@ import numpyro
 import numpyro.distributions as dist
 import optax
 from numpyro.distributions import constraints
+from numpyro.infer.initialization import init_to_value
 
 import numpyro_ebm as ne
 from tests.stats import ess
@@ -45,6 +46,23 @@ def test_particle_estimators_centre_on_the_mle(toy_data, estimator_cls):
     _stationary_mean_check(theta, float(toy_data.mean()))
     assert result.particles["x"].shape == (N, D)
     assert np.all(np.isfinite(result.history["log_joint"]))
+
+
+def test_pqn_on_the_published_toy_setup(toy_data):
+    # Kuntz, Lim & Johansen (2023), toy model: particles start at 0, theta at 0,
+    # PQN with h = 2/3, K = 300 steps, estimate = time average from step 15
+    estimator = ne.PGD(
+        toy_model,
+        step_size=2 / 3,
+        num_particles=N,
+        init_strategy=init_to_value(values={"x": jnp.zeros(D)}),
+        preconditioner="pqn",
+    )
+    result = estimator.run(jax.random.key(0), 300, toy_data, progress_bar=False)
+    theta = np.asarray(result.history["params"]["theta"])
+    assert abs(theta[15:].mean() - float(toy_data.mean())) < 0.02
+    with pytest.raises(ValueError, match="preconditioner"):
+        ne.PGD(toy_model, step_size=0.1, num_particles=2, preconditioner="newton")
 
 
 def test_constrained_parameter_is_estimated_in_its_support():

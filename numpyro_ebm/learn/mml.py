@@ -289,13 +289,17 @@ class PGD(_Estimator):
         theta <- theta + h mean_i grad_theta log p_theta(x, z_i)
         z_i   <- z_i + h grad_z log p_theta(x, z_i) + sqrt(2 h) W_i
 
-    (the ``z`` move is the shared unadjusted Langevin step).
+    (the ``z`` move is the shared unadjusted Langevin step). With
+    ``preconditioner="pqn"`` the parameter step is divided by the particle
+    average of ``-grad_theta^2 log p_theta(x, z_i)`` (the paper's PQN), so
+    that a step size suited to the latents also suits the parameters.
 
     Args:
         model: a NumPyro model with ``numpyro.param`` and latent sample sites.
         step_size: ``h``.
         num_particles: ``N``.
         init_strategy: NumPyro init strategy for the particles.
+        preconditioner: ``None`` or ``"pqn"``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -317,10 +321,41 @@ class PGD(_Estimator):
         likelihood training of latent variable models*, AISTATS.
     """
 
-    def __init__(self, model, step_size, num_particles, init_strategy=init_to_uniform):
+    def __init__(
+        self,
+        model,
+        step_size,
+        num_particles,
+        init_strategy=init_to_uniform,
+        *,
+        preconditioner=None,
+    ):
         _check_step_size(step_size)
+        if preconditioner not in (None, "pqn"):
+            raise ValueError("`preconditioner` must be None or 'pqn'.")
         super().__init__(model, num_particles, init_strategy)
         self.step_size = step_size
+        self.preconditioner = preconditioner
+
+    def _direction(self, params_u, particles, grad_params, args, kwargs):
+        """The parameter step direction: the gradient, or PQN's Newton-like one.
+
+        PQN divides by the particle average of the negative Hessian of
+        ``log p_theta(x, z_i)`` in ``theta`` (Kuntz, Lim & Johansen 2023), which
+        puts the parameters on the latents' time scale.
+        """
+        if self.preconditioner is None:
+            return grad_params
+        flat, unravel = ravel_pytree(params_u)
+        g_flat, _ = ravel_pytree(grad_params)
+
+        def log_joint_flat(theta, z):
+            return self._log_joint(unravel(theta), z, args, kwargs)
+
+        hessians = jax.vmap(jax.hessian(log_joint_flat), in_axes=(None, 0))(
+            flat, particles
+        )
+        return unravel(jnp.linalg.solve(-hessians.mean(0), g_flat))
 
     def _theta_noise(self, key, params, step_size):
         return params
@@ -331,7 +366,10 @@ class PGD(_Estimator):
         lp, grad_params, grad_latents = self._gradients(
             state.params, state.particles, args, kwargs
         )
-        params = jax.tree.map(lambda p, g: p + h * g, state.params, grad_params)
+        direction = self._direction(
+            state.params, state.particles, grad_params, args, kwargs
+        )
+        params = jax.tree.map(lambda p, g: p + h * g, state.params, direction)
         params = self._theta_noise(key_theta, params, h)
         particles = self._langevin_particles(key_z, state.particles, grad_latents, h)
         return state._replace(params=params, particles=particles), lp.mean()
