@@ -139,3 +139,22 @@ def test_divergence_is_reported(toy_data):
         ne.PGD(toy_model, step_size=1.0, num_particles=2).run(
             jax.random.key(0), 200, toy_data, progress_bar=False
         )
+
+
+def test_arviz_conversion(toy_data):
+    import arviz as az
+
+    result = ne.IPLA(toy_model, step_size=2 / (2 + D), num_particles=N).run(
+        jax.random.key(0), 2000, toy_data, progress_bar=False
+    )
+    tree = result.to_datatree(burn_in=500)
+    assert tree["posterior"]["theta"].shape == (1, 1500)
+    assert tree["latent_particles"]["x"].shape == (N, 1, D)
+    summary = az.summary(tree)
+    np.testing.assert_allclose(
+        summary.loc["theta", "mean"],
+        np.asarray(result.history["params"]["theta"])[500:].mean(),
+        rtol=1e-2,
+    )
+    particles = az.summary(tree, group="latent_particles")
+    assert len(particles) == D

@@ -75,6 +75,50 @@ class MMLRunResult(NamedTuple):
     state: MMLState
     history: dict
 
+    def to_datatree(self, burn_in=0):
+        """The run as an ArviZ ``DataTree``.
+
+        Groups: ``posterior`` holds the parameter trace after ``burn_in``
+        iterations (one chain), so ``arviz.summary`` gives the time-averaged
+        estimate with its Monte Carlo error; ``latent_particles`` holds the
+        final particles, one chain per particle; ``sample_stats`` holds the
+        ``log_joint`` trace.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> import numpyro, numpyro.distributions as dist
+            >>> import numpyro_ebm as ne
+            >>> def model(y):
+            ...     m = numpyro.param("m", 0.0)
+            ...     z = numpyro.sample("z", dist.Normal(m, 1.0))
+            ...     numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
+            >>> result = ne.PGD(model, 0.1, 4).run(jax.random.key(0), 50, 1.0,
+            ...                                    progress_bar=False)
+            >>> tree = result.to_datatree(burn_in=10)
+            >>> tree["posterior"]["m"].shape, tree["latent_particles"]["z"].shape
+            ((1, 40), (4, 1))
+        """
+        import numpy as np
+
+        import arviz as az
+
+        def trace(x):
+            return np.asarray(x)[burn_in:][None]
+
+        with warnings.catch_warnings():  # one draw per particle-chain is intended
+            warnings.filterwarnings("ignore", message="Found chain dimension")
+            return az.from_dict(
+                {
+                    "posterior": {
+                        k: trace(v) for k, v in self.history["params"].items()
+                    },
+                    "latent_particles": {
+                        k: np.asarray(v)[:, None] for k, v in self.particles.items()
+                    },
+                    "sample_stats": {"log_joint": trace(self.history["log_joint"])},
+                }
+            )
+
 
 class _Model(NamedTuple):
     param_transforms: dict
