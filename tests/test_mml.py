@@ -158,3 +158,24 @@ def test_arviz_conversion(toy_data):
     )
     particles = az.summary(tree, group="latent_particles")
     assert len(particles) == D
+
+
+def test_soul_reports_the_delta_weighted_average_after_burn_in(toy_data):
+    c, burn_in, num_steps = 1.9 / D, 150, 300
+    soul = ne.SOUL(
+        toy_model,
+        step_size=2 / (2 + D),
+        num_langevin_steps=5,
+        num_particles=N,
+        learning_rate=c,
+        burn_in=burn_in,
+    )
+    result = soul.run(jax.random.key(0), num_steps, toy_data, progress_bar=False)
+    trace = np.asarray(result.history["params"]["theta"], np.float64)
+    n = np.arange(num_steps)
+    delta = np.where(n >= burn_in, c * (n + 1.0) ** -0.8, 0.0)
+    expected = np.sum(delta * trace) / np.sum(delta)
+    np.testing.assert_allclose(float(result.params["theta"]), expected, rtol=1e-5)
+    assert abs(expected - float(toy_data.mean())) < 0.05
+    with pytest.raises(ValueError, match="burn_in"):
+        ne.SOUL(toy_model, step_size=0.1, burn_in=-1)

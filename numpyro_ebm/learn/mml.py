@@ -462,6 +462,7 @@ class SOUL(_Estimator):
         num_langevin_steps: ``m``, Langevin steps per iteration.
         num_particles: chains run in parallel (1 in the original algorithm).
         learning_rate: ``c`` of the default schedule.
+        burn_in: iterations left out of the weighted average.
         init_strategy: NumPyro init strategy for the chains.
 
     References:
@@ -479,14 +480,18 @@ class SOUL(_Estimator):
         num_langevin_steps=1,
         num_particles=1,
         learning_rate=1.0,
+        burn_in=0,
         init_strategy=init_to_uniform,
     ):
         _check_step_size(step_size)
         if not (isinstance(num_langevin_steps, int) and num_langevin_steps >= 1):
             raise ValueError("`num_langevin_steps` must be a positive integer.")
+        if not (isinstance(burn_in, int) and burn_in >= 0):
+            raise ValueError("`burn_in` must be a non-negative integer.")
         super().__init__(model, num_particles, init_strategy)
         self.step_size = step_size
         self.num_langevin_steps = num_langevin_steps
+        self.burn_in = burn_in
         self.schedule = lambda n: learning_rate * (n + 1.0) ** -0.8
         self.averaging = optimizer is None
         self.optimizer = optax.sgd(self.schedule) if optimizer is None else optimizer
@@ -518,7 +523,7 @@ class SOUL(_Estimator):
         )
         params = optax.apply_updates(state.params, updates)
         total, weight = state.averaged
-        delta = self.schedule(state.step)
+        delta = jnp.where(state.step >= self.burn_in, self.schedule(state.step), 0.0)
         averaged = (
             jax.tree.map(lambda a, p: a + delta * p, total, params),
             weight + delta,
@@ -531,7 +536,14 @@ class SOUL(_Estimator):
         if not self.averaging:
             return state.params
         total, weight = state.averaged
-        return jax.tree.map(lambda a: a / weight, total)
+        # before the burn-in ends there is nothing to average: the last iterate
+        return jax.tree.map(
+            lambda a, p: jnp.where(
+                weight > 0, a / jnp.where(weight > 0, weight, 1.0), p
+            ),
+            total,
+            state.params,
+        )
 
 
 class MCEM(SOUL):
