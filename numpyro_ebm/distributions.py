@@ -1,9 +1,11 @@
 """Distributions whose density is an unnormalised neural energy, or a score."""
 
 import math
+import warnings
 
 import jax
 import jax.numpy as jnp
+import numpyro
 import numpyro.distributions as dist
 from jax import random
 from numpyro.distributions import constraints
@@ -62,6 +64,11 @@ class EnergyDistribution(dist.Distribution):
         init_dist: law of the chains' starting points when there is no
             ``base_dist`` (default standard normal).
         adjusted: Metropolis-adjust each step (MALA).
+        contrastive: make ``log_prob``'s gradient in the energy's parameters
+            that of the normalised density (see :meth:`log_prob`), for
+            learning the energy inside a model.
+        num_contrastive_samples: prior draws for the contrastive term.
+        rng_key: key for those draws (default: ``numpyro.prng_key()``).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -84,8 +91,15 @@ class EnergyDistribution(dist.Distribution):
     """
 
     arg_constraints = {}
-    pytree_data_fields = ("base_dist", "init_dist")
-    pytree_aux_fields = ("energy_fn", "num_steps", "step_size", "adjusted")
+    pytree_data_fields = ("base_dist", "init_dist", "rng_key")
+    pytree_aux_fields = (
+        "energy_fn",
+        "num_steps",
+        "step_size",
+        "adjusted",
+        "contrastive",
+        "num_contrastive_samples",
+    )
 
     def __init__(
         self,
@@ -98,6 +112,9 @@ class EnergyDistribution(dist.Distribution):
         step_size=0.01,
         init_dist=None,
         adjusted=False,
+        contrastive=False,
+        num_contrastive_samples=64,
+        rng_key=None,
         validate_args=None,
     ):
         if not callable(energy_fn):
@@ -119,6 +136,13 @@ class EnergyDistribution(dist.Distribution):
         self.num_steps = num_steps
         self.step_size = step_size
         self.adjusted = adjusted
+        self.contrastive = contrastive
+        if contrastive:
+            _check_positive(
+                "num_contrastive_samples", num_contrastive_samples, integer=True
+            )
+        self.num_contrastive_samples = num_contrastive_samples
+        self.rng_key = rng_key
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
@@ -126,15 +150,45 @@ class EnergyDistribution(dist.Distribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     def log_prob(self, value):
-        """Unnormalised log density ``-E(value) (+ base log density)``."""
+        """Unnormalised log density ``-E(value) (+ base log density)``.
+
+        With ``contrastive=True`` a term whose value is 0 and whose gradient in
+        the energy's parameters is ``E_p[grad E]`` is added, estimated with
+        ``num_contrastive_samples`` Langevin draws from the distribution
+        itself: the gradient of ``log_prob`` is then that of the normalised
+        log density, ``-grad E(value) - grad log Z``, so learners that
+        differentiate ``log_prob`` (SVI, SOUL, PGD, ...) train the energy
+        correctly (Pang et al. 2020).
+        """
+        log_prob = self._unnormalised_log_prob(value)
+        if self.contrastive:
+            log_prob = log_prob + self._contrastive_term()
+        return log_prob
+
+    def _unnormalised_log_prob(self, value):
         log_prob = -self.energy_fn(value)
         if self.base_dist is not None:
             log_prob = log_prob + self.base_dist.log_prob(value)
         return log_prob
 
+    def _contrastive_term(self):
+        key = self.rng_key
+        if key is None:
+            with warnings.catch_warnings():  # the error below says it better
+                warnings.simplefilter("ignore", UserWarning)
+                key = numpyro.prng_key()
+        if key is None:
+            raise ValueError(
+                "a contrastive EnergyDistribution needs a random key for its prior "
+                "samples: pass `rng_key=` or use it inside a seeded NumPyro model."
+            )
+        draws = jax.lax.stop_gradient(self.sample(key, (self.num_contrastive_samples,)))
+        energy = jnp.mean(self.energy_fn(draws), 0)
+        return energy - jax.lax.stop_gradient(energy)
+
     def potential(self, value):
         """``-log_prob`` summed over batch dimensions: the Langevin potential."""
-        return -jnp.sum(self.log_prob(value))
+        return -jnp.sum(self._unnormalised_log_prob(value))
 
     def sample(self, key, sample_shape=()):
         key_init, key_chain = random.split(key)
