@@ -68,7 +68,8 @@ class EnergyDistribution(dist.Distribution):
             that of the normalised density (see :meth:`log_prob`), for
             learning the energy inside a model.
         num_contrastive_samples: prior draws for the contrastive term.
-        rng_key: key for those draws (default: ``numpyro.prng_key()``).
+        rng_key: key for those draws (default: ``numpyro.prng_key()`` when the
+            distribution is built inside a seeded model).
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -142,6 +143,11 @@ class EnergyDistribution(dist.Distribution):
                 "num_contrastive_samples", num_contrastive_samples, integer=True
             )
         self.num_contrastive_samples = num_contrastive_samples
+        if contrastive and rng_key is None:
+            # built inside a seeded model: take a key now, log_prob runs later
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                rng_key = numpyro.prng_key()
         self.rng_key = rng_key
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
@@ -173,10 +179,6 @@ class EnergyDistribution(dist.Distribution):
 
     def _contrastive_term(self):
         key = self.rng_key
-        if key is None:
-            with warnings.catch_warnings():  # the error below says it better
-                warnings.simplefilter("ignore", UserWarning)
-                key = numpyro.prng_key()
         if key is None:
             raise ValueError(
                 "a contrastive EnergyDistribution needs a random key for its prior "

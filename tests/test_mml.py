@@ -179,3 +179,51 @@ def test_soul_reports_the_delta_weighted_average_after_burn_in(toy_data):
     assert abs(expected - float(toy_data.mean())) < 0.05
     with pytest.raises(ValueError, match="burn_in"):
         ne.SOUL(toy_model, step_size=0.1, burn_in=-1)
+
+
+def _energy_prior_model(contrastive):
+    def model(y):
+        mu = numpyro.param("mu", 0.0)
+        s = numpyro.param("s", 1.0, constraint=constraints.positive)
+        energy = lambda z: 0.5 * jnp.sum(((z - mu) / s) ** 2, -1)
+        prior = ne.EnergyDistribution(
+            energy,
+            (1,),
+            batch_shape=(y.shape[0],),
+            num_steps=50,
+            step_size=0.1,
+            adjusted=True,
+            contrastive=contrastive,
+            num_contrastive_samples=16,
+        )
+        z = numpyro.sample("z", prior)
+        numpyro.sample("y", dist.Normal(z[:, 0], 1.0).to_event(1), obs=y)
+
+    return model
+
+
+def test_learnable_energy_prior_is_trained_correctly_by_pgd_and_svi():
+    from numpyro.infer import SVI, Trace_ELBO
+    from numpyro.infer.autoguide import AutoNormal
+
+    # z_i ~ exp(-E) = N(mu, s^2), y_i ~ N(z_i, 1): MLE mu = mean(y), s^2 = var(y) - 1
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(1.0 + rng.normal(size=30) * np.sqrt(1.5**2 + 1.0), jnp.float32)
+    mle = {"mu": float(y.mean()), "s": float(np.sqrt(np.var(np.asarray(y)) - 1.0))}
+    model = _energy_prior_model(contrastive=True)
+    result = ne.PGD(model, step_size=0.02, num_particles=10).run(
+        jax.random.key(0), 3000, y, progress_bar=False
+    )
+    for name in ("mu", "s"):
+        trace = np.asarray(result.history["params"][name])[1000:]
+        assert abs(trace.mean() - mle[name]) < 0.1, (name, trace.mean(), mle[name])
+    # the same model by NumPyro's SVI (a Gaussian guide is exact here)
+    svi = SVI(model, AutoNormal(model), optax.adam(0.02), Trace_ELBO())
+    params = svi.run(jax.random.key(1), 3000, y, progress_bar=False).params
+    for name in ("mu", "s"):
+        assert abs(float(params[name]) - mle[name]) < 0.1, (name, params[name])
+    # without the normaliser's contrastive term the scale is learned wrong
+    plain = _energy_prior_model(contrastive=False)
+    svi = SVI(plain, AutoNormal(plain), optax.adam(0.02), Trace_ELBO())
+    params = svi.run(jax.random.key(1), 3000, y, progress_bar=False).params
+    assert abs(float(params["s"]) - mle["s"]) > 0.5

@@ -174,25 +174,28 @@ class _Estimator:
     def _constrain(self, transforms, values):
         return {k: transforms[k](v) for k, v in values.items()}
 
-    def _log_joint(self, params_u, latents_u, args, kwargs):
+    def _log_joint(self, params_u, latents_u, args, kwargs, rng_key):
         """log p_theta(x, z) in unconstrained coordinates (with the Jacobian of z)."""
         spec = self._spec
         params = self._constrain(spec.param_transforms, params_u)
         latents = self._constrain(spec.latent_transforms, latents_u)
-        lp, _ = log_density(self.model, args, kwargs, {**params, **latents})
+        # seeded: models may draw randomness (subsampling, contrastive priors)
+        lp, _ = log_density(
+            seed(self.model, rng_key), args, kwargs, {**params, **latents}
+        )
         for name, value in latents_u.items():
             t = spec.latent_transforms[name]
             lp = lp + jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
         return lp
 
-    def _gradients(self, params_u, particles, args, kwargs):
+    def _gradients(self, params_u, particles, args, kwargs, rng_key):
         """Per-particle log joints and gradients in params and latents."""
         per_particle = jax.vmap(
             jax.value_and_grad(self._log_joint, argnums=(0, 1)),
-            in_axes=(None, 0, None, None),
+            in_axes=(None, 0, None, None, None),
         )
         lp, (grad_params, grad_latents) = per_particle(
-            params_u, particles, args, kwargs
+            params_u, particles, args, kwargs, rng_key
         )
         return lp, jax.tree.map(lambda g: g.mean(0), grad_params), grad_latents
 
@@ -225,13 +228,14 @@ class _Estimator:
             )
         )(keys)
         params = self._spec.init_params
-        lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None))(
-            params, particles, args, kwargs
+        lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None, None))(
+            params, particles, args, kwargs, key_model
         )
         if not bool(jnp.all(jnp.isfinite(lp))):
+            bad = self._bad_sites(params, particles, args, kwargs, key_model)
             raise ValueError(
                 "the joint log density is not finite at the initial parameters and "
-                f"particles: {self._bad_sites(params, particles, args, kwargs)}"
+                f"particles: {bad}"
             )
         return MMLState(
             jnp.zeros((), jnp.int32),
@@ -242,13 +246,12 @@ class _Estimator:
             jax.random.key_data(key_state),
         )
 
-    def _bad_sites(self, params_u, particles, args, kwargs):
+    def _bad_sites(self, params_u, particles, args, kwargs, rng_key):
         first = jax.tree.map(lambda x: x[0], particles)
         params = self._constrain(self._spec.param_transforms, params_u)
         latents = self._constrain(self._spec.latent_transforms, first)
-        tr = trace(substitute(self.model, data={**params, **latents})).get_trace(
-            *args, **kwargs
-        )
+        model = substitute(seed(self.model, rng_key), data={**params, **latents})
+        tr = trace(model).get_trace(*args, **kwargs)
         with warnings.catch_warnings():  # out-of-support values are what we look for
             warnings.simplefilter("ignore", UserWarning)
             bad = [
@@ -381,7 +384,7 @@ class PGD(_Estimator):
         self.step_size = step_size
         self.preconditioner = preconditioner
 
-    def _direction(self, params_u, particles, grad_params, args, kwargs):
+    def _direction(self, params_u, particles, grad_params, args, kwargs, rng_key):
         """The parameter step direction: the gradient, or PQN's Newton-like one.
 
         PQN divides by the particle average of the negative Hessian of
@@ -394,7 +397,7 @@ class PGD(_Estimator):
         g_flat, _ = ravel_pytree(grad_params)
 
         def log_joint_flat(theta, z):
-            return self._log_joint(unravel(theta), z, args, kwargs)
+            return self._log_joint(unravel(theta), z, args, kwargs, rng_key)
 
         hessians = jax.vmap(jax.hessian(log_joint_flat), in_axes=(None, 0))(
             flat, particles
@@ -405,13 +408,13 @@ class PGD(_Estimator):
         return params
 
     def _move(self, key, state, args, kwargs):
-        key_theta, key_z = random.split(key)
+        key_theta, key_z, key_model = random.split(key, 3)
         h = evaluate_schedule(self.step_size, state.step)
         lp, grad_params, grad_latents = self._gradients(
-            state.params, state.particles, args, kwargs
+            state.params, state.particles, args, kwargs, key_model
         )
         direction = self._direction(
-            state.params, state.particles, grad_params, args, kwargs
+            state.params, state.particles, grad_params, args, kwargs, key_model
         )
         params = jax.tree.map(lambda p, g: p + h * g, state.params, direction)
         params = self._theta_noise(key_theta, params, h)
@@ -504,19 +507,25 @@ class SOUL(_Estimator):
 
     def _latent_steps(self, key, state, args, kwargs, num_steps):
         def body(particles, key):
-            _, _, grad_latents = self._gradients(state.params, particles, args, kwargs)
+            key_move, key_model = random.split(key)
+            _, _, grad_latents = self._gradients(
+                state.params, particles, args, kwargs, key_model
+            )
             return self._langevin_particles(
-                key, particles, grad_latents, self.step_size
+                key_move, particles, grad_latents, self.step_size
             ), None
 
         particles, _ = jax.lax.scan(body, state.particles, random.split(key, num_steps))
         return particles
 
     def _move(self, key, state, args, kwargs):
+        key_latents, key_model = random.split(key)
         particles = self._latent_steps(
-            key, state, args, kwargs, self.num_langevin_steps
+            key_latents, state, args, kwargs, self.num_langevin_steps
         )
-        lp, grad_params, _ = self._gradients(state.params, particles, args, kwargs)
+        lp, grad_params, _ = self._gradients(
+            state.params, particles, args, kwargs, key_model
+        )
         ascent = jax.tree.map(jnp.negative, grad_params)
         updates, opt_state = self.optimizer.update(
             ascent, state.opt_state, state.params
