@@ -39,6 +39,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_kernels.py
 	$(PY) benchmarks/bench_learning.py
+	$(PY) benchmarks/bench_mml.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

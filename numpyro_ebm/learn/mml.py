@@ -27,6 +27,7 @@ from numpyro.distributions.constraints import real
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
+from numpyro.util import not_jax_tracer
 
 from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
@@ -231,7 +232,7 @@ class _Estimator:
         lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None, None))(
             params, particles, args, kwargs, key_model
         )
-        if not bool(jnp.all(jnp.isfinite(lp))):
+        if not_jax_tracer(lp) and not bool(jnp.all(jnp.isfinite(lp))):
             bad = self._bad_sites(params, particles, args, kwargs, key_model)
             raise ValueError(
                 "the joint log density is not finite at the initial parameters and "
