@@ -276,3 +276,33 @@ def test_bayesian_logistic_regression_breast_cancer_small():
     assert error < 0.06, error  # published: 3.5% over 100 runs; measured 2.9%
     theta = np.asarray(result.history["params"]["theta"])[200:]
     assert 0.5 < theta.mean() < 1.5  # published: about 1; measured 0.99
+
+
+def test_subsampled_plates_give_unbiased_gradients():
+    # with numpyro.plate(..., subsample_size=k) the likelihood is scaled by n / k:
+    # the gradients averaged over subsamples equal the full-data ones
+    y = jnp.asarray(np.random.default_rng(0).normal(1.0, 1.5, size=500), jnp.float32)
+
+    def model(y, subsample_size=None):
+        theta = numpyro.param("theta", 0.0)
+        z = numpyro.sample("z", dist.Normal(theta, 1.0))
+        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+            numpyro.sample(
+                "y", dist.Normal(z, 1.0), obs=numpyro.subsample(y, event_dim=0)
+            )
+
+    estimator = ne.PGD(model, 0.001, 4)
+    state = estimator.init(jax.random.key(0), y)
+    _, _, full = estimator._gradients(
+        state.params, state.particles, (y,), {}, jax.random.key(1)
+    )
+    keys = jax.random.split(jax.random.key(2), 2000)
+    sub = jax.vmap(
+        lambda k: estimator._gradients(
+            state.params, state.particles, (y,), {"subsample_size": 50}, k
+        )[2]["z"]
+    )(keys)
+    sub = np.asarray(sub, np.float64)
+    se = sub.std(0) / np.sqrt(len(sub))
+    assert np.all(sub.std(0) > 0)  # subsampling happened
+    assert np.all(np.abs(sub.mean(0) - np.asarray(full["z"])) < 5 * se)
