@@ -10,6 +10,21 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
+
+def run_chains(kernel, num_warmup, num_samples, *args, init_params=None, seed=0):
+    """Four vectorized chains, the set-up every sampler test uses."""
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(seed), *args, init_params=init_params)
+    return mcmc
+
+
 # ----------------------------------------------------------------- Gaussians
 CORR = 0.9
 COV_2D = np.array([[1.0, CORR * 0.5], [CORR * 0.5, 0.25]])

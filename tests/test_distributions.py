@@ -9,10 +9,11 @@ import numpyro
 import numpyro.distributions as dist
 from flax import nnx
 from numpyro.contrib.module import nnx_module
-from numpyro.infer import MCMC, NUTS
+from numpyro.infer import NUTS
 
 import numpyro_ebm as ne
 from tests.stats import assert_mean, assert_variance
+from tests.targets import run_chains
 
 MU = np.array([1.0, -0.5])
 COV = np.array([[1.0, 0.6], [0.6, 0.8]])
@@ -69,16 +70,7 @@ def test_mala_on_model_with_energy_prior():
     def model():
         numpyro.sample("z", ne.EnergyDistribution(quadratic_energy, (2,)))
 
-    mcmc = MCMC(
-        ne.MALA(model),
-        num_warmup=500,
-        num_samples=2000,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(jax.random.key(0))
-    z = mcmc.get_samples(group_by_chain=True)["z"]
+    z = run_chains(ne.MALA(model), 500, 2000).get_samples(group_by_chain=True)["z"]
     assert_mean(z, MU, np.sqrt(np.diag(COV)))
     assert_variance(z, np.diag(COV))
 
@@ -119,16 +111,7 @@ def test_neural_energy_prior_latent_is_sampled_correctly(
     neural_prior_model, kernel_cls
 ):
     model, (mean, var) = neural_prior_model
-    mcmc = MCMC(
-        kernel_cls(model),
-        num_warmup=500,
-        num_samples=2000,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(jax.random.key(0))
-    z = mcmc.get_samples(group_by_chain=True)["z"]
+    z = run_chains(kernel_cls(model), 500, 2000).get_samples(group_by_chain=True)["z"]
     # the truth by quadrature on a grid (2-D)
     assert_mean(z, mean, np.sqrt(var))
     assert_variance(z, var, kurtosis=4.0)

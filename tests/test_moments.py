@@ -8,26 +8,13 @@ known in closed form (MATH.md §1), and on models with a small step against NUTS
 import numpy as np
 import pytest
 
-import jax
 import jax.numpy as jnp
-from numpyro.infer import MCMC
 
 import numpyro_ebm as ne
 from tests import targets
 from tests.stats import assert_mean, assert_same_means, assert_variance
 
-
-def run(kernel, num_warmup, num_samples, *args, init_params=None, seed=0):
-    mcmc = MCMC(
-        kernel,
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=4,
-        chain_method="vectorized",
-        progress_bar=False,
-    )
-    mcmc.run(jax.random.key(seed), *args, init_params=init_params)
-    return mcmc
+run = targets.run_chains
 
 
 # ------------------------------------------------------------ standard normal
