@@ -292,17 +292,48 @@ def test_subsampled_plates_give_unbiased_gradients():
             )
 
     estimator = ne.PGD(model, 0.001, 4)
-    state = estimator.init(jax.random.key(0), y)
+    args, kwargs = (y,), {"subsample_size": 50}
+    state = estimator.init(jax.random.key(0), *args, **kwargs)
     _, _, full = estimator._gradients(
-        state.params, state.particles, (y,), {}, jax.random.key(1)
+        state.params, state.particles, args, kwargs, None, estimator._full_batch()
     )
-    keys = jax.random.split(jax.random.key(2), 2000)
-    sub = jax.vmap(
-        lambda k: estimator._gradients(
-            state.params, state.particles, (y,), {"subsample_size": 50}, k
+
+    def subsampled(key):
+        batch = estimator._draw_batch(key)
+        return estimator._gradients(
+            state.params, state.particles, args, kwargs, None, batch
         )[2]["z"]
-    )(keys)
+
+    sub = jax.vmap(subsampled)(jax.random.split(jax.random.key(2), 2000))
     sub = np.asarray(sub, np.float64)
     se = sub.std(0) / np.sqrt(len(sub))
     assert np.all(sub.std(0) > 0)  # subsampling happened
     assert np.all(np.abs(sub.mean(0) - np.asarray(full["z"])) < 5 * se)
+
+
+def test_local_latents_under_a_subsampled_plate():
+    # one latent per data point, k = 20 of n = 200 per step: the batch's
+    # latents move with their exact conditional gradient (not scaled by n / k)
+    # and are written back in place; theta's gradient is NumPyro's scaled one
+    n, k, h = 200, 20, 0.1
+    y = jnp.asarray(np.random.default_rng(1).normal(1.0, 1.4, size=n), jnp.float32)
+
+    def model(y, subsample_size=None):
+        theta = numpyro.param("theta", 0.0)
+        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+            x = numpyro.sample("x", dist.Normal(theta, 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=numpyro.subsample(y, 0))
+
+    estimator = ne.PGD(model, h, 4, preconditioner="pqn")
+    result = estimator.run(
+        jax.random.key(0), 4000, y, subsample_size=k, progress_bar=False
+    )
+    x = np.asarray(result.particles["x"], np.float64)
+    assert x.shape == (4, n)  # one particle per data point, all kept
+    theta = np.asarray(result.history["params"]["theta"], np.float64)[1000:]
+    _stationary_mean_check(theta, float(y.mean()))  # MLE: mean(y)
+    # x_i | y_i, theta ~ N((theta + y_i) / 2, 1/2); ULA at step h has variance
+    # 0.5 / (1 - h); misplaced particles would leave a residual of var(y) / 4
+    residual = x - (np.asarray(y) + theta[-1]) / 2
+    assert abs(residual.mean()) < 0.15
+    assert abs(residual.var() - 0.5 / (1 - h)) < 0.1, residual.var()

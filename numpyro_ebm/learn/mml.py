@@ -125,12 +125,56 @@ class _Model(NamedTuple):
     param_transforms: dict
     latent_transforms: dict
     init_params: dict  # unconstrained
-    init_latents: dict  # unconstrained
+    init_latents: dict  # unconstrained, full size along subsampled plates
+    plates: dict  # subsampled plate name -> (size, subsample_size)
+    local_axes: dict  # latent site -> (plate name, axis of the plate in the value)
+
+
+def _subsampled_plates(tr):
+    return {
+        name: site["args"]
+        for name, site in tr.items()
+        if site["type"] == "plate"
+        and site["args"][1] is not None
+        and site["args"][1] < site["args"][0]
+    }
+
+
+def _trace_for_init(model, rng_key, args, kwargs, init_strategy, full_plates):
+    """A trace at the initial values; subsampled plates taken whole if asked."""
+
+    def substitute_fn(site):
+        if site["type"] == "plate":
+            return full_plates.get(site["name"])
+        return init_strategy(site)
+
+    init_model = substitute(seed(model, rng_key), substitute_fn=substitute_fn)
+    with warnings.catch_warnings():  # "subsample_size does not match": intended
+        warnings.filterwarnings("ignore", message="subsample_size does not match")
+        return trace(init_model).get_trace(*args, **kwargs)
 
 
 def _inspect_model(model, rng_key, args, kwargs, init_strategy):
-    init_model = substitute(seed(model, rng_key), substitute_fn=init_strategy)
-    tr = trace(init_model).get_trace(*args, **kwargs)
+    tr = _trace_for_init(model, rng_key, args, kwargs, init_strategy, {})
+    plates = _subsampled_plates(tr)
+    local_axes = {}
+    for name, site in tr.items():
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        frames = [f for f in site["cond_indep_stack"] if f.name in plates]
+        if len(frames) > 1:
+            raise ValueError(
+                f"Sample site '{name}' lies in more than one subsampled plate "
+                f"({[f.name for f in frames]}); subsample at most one of them."
+            )
+        if frames:
+            local_axes[name] = (
+                frames[0].name,
+                len(site["fn"].batch_shape) + frames[0].dim,
+            )
+    if local_axes:  # keep one particle per data point: initialise them all
+        full = {name: jnp.arange(size) for name, (size, _) in plates.items()}
+        tr = _trace_for_init(model, rng_key, args, kwargs, init_strategy, full)
     param_transforms, latent_transforms, params, latents = {}, {}, {}, {}
     for name, site in tr.items():
         if site["type"] == "param":
@@ -155,7 +199,9 @@ def _inspect_model(model, rng_key, args, kwargs, init_strategy):
             "the model has no latent numpyro.sample site: maximise its likelihood "
             "directly (e.g. numpyro.infer.SVI with an empty guide)."
         )
-    return _Model(param_transforms, latent_transforms, params, latents)
+    return _Model(
+        param_transforms, latent_transforms, params, latents, plates, local_axes
+    )
 
 
 class _Estimator:
@@ -175,30 +221,83 @@ class _Estimator:
     def _constrain(self, transforms, values):
         return {k: transforms[k](v) for k, v in values.items()}
 
-    def _log_joint(self, params_u, latents_u, args, kwargs, rng_key):
-        """log p_theta(x, z) in unconstrained coordinates (with the Jacobian of z)."""
+    def _plate_scale(self, name, batch):
+        """``size / subsample_size`` of a local latent's subsampled plate."""
+        plate, _ = self._spec.local_axes.get(name, (None, None))
+        if plate is None:
+            return 1.0
+        return self._spec.plates[plate][0] / batch[plate].shape[0]
+
+    def _log_joint(self, params_u, latents_u, args, kwargs, rng_key, batch):
+        """log p_theta(x, z) in unconstrained coordinates (with the Jacobian of z).
+
+        ``batch`` maps each subsampled plate to its indices; local latents are
+        given for those indices only, and NumPyro scales their terms by
+        ``size / subsample_size``.
+        """
         spec = self._spec
         params = self._constrain(spec.param_transforms, params_u)
         latents = self._constrain(spec.latent_transforms, latents_u)
-        # seeded: models may draw randomness (subsampling, contrastive priors)
-        lp, _ = log_density(
-            seed(self.model, rng_key), args, kwargs, {**params, **latents}
-        )
+        # seeded: models may draw randomness (contrastive priors, ...)
+        with warnings.catch_warnings():  # whole plates at init: intended
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            lp, _ = log_density(
+                seed(self.model, rng_key), args, kwargs, {**params, **latents, **batch}
+            )
         for name, value in latents_u.items():
             t = spec.latent_transforms[name]
-            lp = lp + jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
+            jacobian = jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
+            lp = lp + self._plate_scale(name, batch) * jacobian
         return lp
 
-    def _gradients(self, params_u, particles, args, kwargs, rng_key):
-        """Per-particle log joints and gradients in params and latents."""
+    def _gradients(self, params_u, particles, args, kwargs, rng_key, batch):
+        """Per-particle log joints, the particle-averaged parameter gradient and
+        the per-particle latent gradients.
+
+        Under a subsampled plate the parameter gradient is NumPyro's unbiased
+        ``size / subsample_size``-scaled one; a local latent's gradient is
+        divided by that scale, which leaves its exact conditional gradient
+        (its own prior and likelihood terms, unscaled).
+        """
         per_particle = jax.vmap(
             jax.value_and_grad(self._log_joint, argnums=(0, 1)),
-            in_axes=(None, 0, None, None, None),
+            in_axes=(None, 0, None, None, None, None),
         )
         lp, (grad_params, grad_latents) = per_particle(
-            params_u, particles, args, kwargs, rng_key
+            params_u, particles, args, kwargs, rng_key, batch
         )
+        grad_latents = {
+            k: g / self._plate_scale(k, batch) for k, g in grad_latents.items()
+        }
         return lp, jax.tree.map(lambda g: g.mean(0), grad_params), grad_latents
+
+    # ------------------------------------------------------------ mini-batches
+    def _draw_batch(self, key):
+        """Indices for each subsampled plate (without replacement)."""
+        plates = self._spec.plates
+        keys = random.split(key, max(len(plates), 1))
+        return {
+            name: random.choice(k, size, (sub,), replace=False)
+            for k, (name, (size, sub)) in zip(keys, plates.items(), strict=False)
+        }
+
+    def _full_batch(self):
+        return {name: jnp.arange(size) for name, (size, _) in self._spec.plates.items()}
+
+    def _gather(self, particles, batch):
+        """The particles' local latents at the batch's indices."""
+        out = dict(particles)
+        for name, (plate, axis) in self._spec.local_axes.items():
+            out[name] = jnp.take(particles[name], batch[plate], axis=axis + 1)
+        return out
+
+    def _scatter(self, particles, moved, batch):
+        """Write the moved batch back into the full particles."""
+        out = dict(moved)
+        for name, (plate, axis) in self._spec.local_axes.items():
+            index = (slice(None),) * (axis + 1) + (batch[plate],)
+            out[name] = particles[name].at[index].set(moved[name])
+        return out
 
     def _langevin_particles(self, key, particles, grad_latents, step_size):
         """The shared Langevin move on each particle (ascent on log p)."""
@@ -229,8 +328,8 @@ class _Estimator:
             )
         )(keys)
         params = self._spec.init_params
-        lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None, None))(
-            params, particles, args, kwargs, key_model
+        lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None, None, None))(
+            params, particles, args, kwargs, key_model, self._full_batch()
         )
         if not_jax_tracer(lp) and not bool(jnp.all(jnp.isfinite(lp))):
             bad = self._bad_sites(params, particles, args, kwargs, key_model)
@@ -251,8 +350,11 @@ class _Estimator:
         first = jax.tree.map(lambda x: x[0], particles)
         params = self._constrain(self._spec.param_transforms, params_u)
         latents = self._constrain(self._spec.latent_transforms, first)
-        model = substitute(seed(self.model, rng_key), data={**params, **latents})
-        tr = trace(model).get_trace(*args, **kwargs)
+        data = {**params, **latents, **self._full_batch()}
+        model = substitute(seed(self.model, rng_key), data=data)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            tr = trace(model).get_trace(*args, **kwargs)
         with warnings.catch_warnings():  # out-of-support values are what we look for
             warnings.simplefilter("ignore", UserWarning)
             bad = [
@@ -385,7 +487,9 @@ class PGD(_Estimator):
         self.step_size = step_size
         self.preconditioner = preconditioner
 
-    def _direction(self, params_u, particles, grad_params, args, kwargs, rng_key):
+    def _direction(
+        self, params_u, particles, grad_params, args, kwargs, rng_key, batch
+    ):
         """The parameter step direction: the gradient, or PQN's Newton-like one.
 
         PQN divides by the particle average of the negative Hessian of
@@ -398,7 +502,7 @@ class PGD(_Estimator):
         g_flat, _ = ravel_pytree(grad_params)
 
         def log_joint_flat(theta, z):
-            return self._log_joint(unravel(theta), z, args, kwargs, rng_key)
+            return self._log_joint(unravel(theta), z, args, kwargs, rng_key, batch)
 
         hessians = jax.vmap(jax.hessian(log_joint_flat), in_axes=(None, 0))(
             flat, particles
@@ -409,17 +513,20 @@ class PGD(_Estimator):
         return params
 
     def _move(self, key, state, args, kwargs):
-        key_theta, key_z, key_model = random.split(key, 3)
+        key_theta, key_z, key_model, key_batch = random.split(key, 4)
         h = evaluate_schedule(self.step_size, state.step)
+        batch = self._draw_batch(key_batch)
+        z = self._gather(state.particles, batch)
         lp, grad_params, grad_latents = self._gradients(
-            state.params, state.particles, args, kwargs, key_model
+            state.params, z, args, kwargs, key_model, batch
         )
         direction = self._direction(
-            state.params, state.particles, grad_params, args, kwargs, key_model
+            state.params, z, grad_params, args, kwargs, key_model, batch
         )
         params = jax.tree.map(lambda p, g: p + h * g, state.params, direction)
         params = self._theta_noise(key_theta, params, h)
-        particles = self._langevin_particles(key_z, state.particles, grad_latents, h)
+        z = self._langevin_particles(key_z, z, grad_latents, h)
+        particles = self._scatter(state.particles, z, batch)
         return state._replace(params=params, particles=particles), lp.mean()
 
 
@@ -506,26 +613,30 @@ class SOUL(_Estimator):
     def _init_average(self, params):
         return (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()))
 
-    def _latent_steps(self, key, state, args, kwargs, num_steps):
+    def _latent_steps(self, key, params, particles, args, kwargs, batch):
         def body(particles, key):
             key_move, key_model = random.split(key)
             _, _, grad_latents = self._gradients(
-                state.params, particles, args, kwargs, key_model
+                params, particles, args, kwargs, key_model, batch
             )
             return self._langevin_particles(
                 key_move, particles, grad_latents, self.step_size
             ), None
 
-        particles, _ = jax.lax.scan(body, state.particles, random.split(key, num_steps))
+        keys = random.split(key, self.num_langevin_steps)
+        particles, _ = jax.lax.scan(body, particles, keys)
         return particles
 
     def _move(self, key, state, args, kwargs):
-        key_latents, key_model = random.split(key)
-        particles = self._latent_steps(
-            key_latents, state, args, kwargs, self.num_langevin_steps
-        )
+        # one mini-batch per iteration: its latents take the m Langevin steps,
+        # then its parameter gradient is used
+        key_latents, key_model, key_batch = random.split(key, 3)
+        batch = self._draw_batch(key_batch)
+        z = self._gather(state.particles, batch)
+        z = self._latent_steps(key_latents, state.params, z, args, kwargs, batch)
+        particles = self._scatter(state.particles, z, batch)
         lp, grad_params, _ = self._gradients(
-            state.params, particles, args, kwargs, key_model
+            state.params, z, args, kwargs, key_model, batch
         )
         ascent = jax.tree.map(jnp.negative, grad_params)
         updates, opt_state = self.optimizer.update(
