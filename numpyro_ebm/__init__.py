@@ -8,7 +8,12 @@ from numpyro_ebm.core.schedules import (
     linear_schedule,
     polynomial_schedule,
 )
-from numpyro_ebm.diagnostics import grid_log_likelihood, kernel_stein_discrepancy, mmd
+from numpyro_ebm.diagnostics import (
+    grid_log_likelihood,
+    importance_log_likelihood,
+    kernel_stein_discrepancy,
+    mmd,
+)
 from numpyro_ebm.distributions import EnergyDistribution, ScoreDistribution
 from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
 from numpyro_ebm.learn import (
@@ -45,6 +50,7 @@ __all__ = [
     "kernel_stein_discrepancy",
     "mmd",
     "grid_log_likelihood",
+    "importance_log_likelihood",
     "ULA",
     "MALA",
     "RWMH",

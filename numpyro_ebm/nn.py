@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["EnergyMLP", "ScoreMLP"]
+__all__ = ["EnergyMLP", "ScoreMLP", "GaussianEncoder", "MLPDecoder"]
 
 
 class _MLP(nnx.Module):
@@ -114,3 +114,95 @@ class ScoreMLP(nnx.Module):
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:-1])
         h = jnp.concatenate([x, jnp.log(sigma)[..., None]], axis=-1)
         return self.mlp(h) / sigma[..., None]
+
+
+class GaussianEncoder(nnx.Module):
+    """An amortised Gaussian posterior ``q(z | x) = N(loc(x), diag scale(x)^2)``.
+
+    The inference network of a VAE: called on ``x`` of shape ``(..., in_dim)``
+    it returns ``(loc, scale)``, each of shape ``(..., latent_dim)``, with
+    ``scale = softplus(.) + min_scale > 0``. Use it in a NumPyro guide through
+    :func:`numpyro.contrib.module.nnx_module`.
+
+    Args:
+        in_dim: data dimension.
+        latent_dim: latent dimension.
+        hidden: widths of the hidden layers.
+        activation: the activation (default :func:`jax.nn.swish`).
+        min_scale: floor of the posterior scale.
+        rngs: :class:`flax.nnx.Rngs` for the initial parameters (keyword-only).
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> encoder = GaussianEncoder(64, 4, (32,), rngs=nnx.Rngs(0))
+        >>> loc, scale = encoder(jnp.zeros((10, 64)))
+        >>> loc.shape, bool((scale > 0).all())
+        ((10, 4), True)
+
+    References:
+        Kingma & Welling (2014), *Auto-encoding variational Bayes*, ICLR.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        latent_dim: int,
+        hidden: Sequence[int] = (128,),
+        activation: Callable = jax.nn.swish,
+        min_scale: float = 1e-3,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.latent_dim = latent_dim
+        self.min_scale = min_scale
+        self.mlp = _MLP((in_dim, *hidden, 2 * latent_dim), activation, rngs=rngs)
+
+    def __call__(self, x):
+        loc, raw = jnp.split(self.mlp(x), 2, axis=-1)
+        return loc, jax.nn.softplus(raw) + self.min_scale
+
+
+class MLPDecoder(nnx.Module):
+    """A generator network ``z -> parameters of p(x | z)``.
+
+    Maps ``z`` of shape ``(..., latent_dim)`` to ``(..., out_dim)`` unbounded
+    outputs: the logits of a Bernoulli or Binomial likelihood, or the mean of
+    a Gaussian one. Use it in a NumPyro model through
+    :func:`numpyro.contrib.module.nnx_module`, for a VAE (with
+    :class:`GaussianEncoder` in the guide) or for a latent-variable model
+    learned by maximum marginal likelihood (:class:`~numpyro_ebm.SOUL`,
+    :class:`~numpyro_ebm.PGD`).
+
+    Args:
+        latent_dim: latent dimension.
+        out_dim: data dimension.
+        hidden: widths of the hidden layers.
+        activation: the activation (default :func:`jax.nn.swish`).
+        rngs: :class:`flax.nnx.Rngs` for the initial parameters (keyword-only).
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> decoder = MLPDecoder(4, 64, (32,), rngs=nnx.Rngs(0))
+        >>> decoder(jnp.zeros((10, 4))).shape
+        (10, 64)
+
+    References:
+        Kingma & Welling (2014), *Auto-encoding variational Bayes*, ICLR.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (128,),
+        activation: Callable = jax.nn.swish,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        self.latent_dim = latent_dim
+        self.mlp = _MLP((latent_dim, *hidden, out_dim), activation, rngs=rngs)
+
+    def __call__(self, z):
+        return self.mlp(z)

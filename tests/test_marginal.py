@@ -1,0 +1,118 @@
+"""Normalising constants of energy priors and importance-sampled likelihoods."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+
+import numpyro_ebm as ne
+
+X = jnp.asarray(np.random.default_rng(0).normal(1.0, 2.0, size=200), jnp.float32)
+
+
+def _quadratic_prior(c, dim=()):
+    # exp(-c z^2 / 2) N(z; 0, 1) = N(0, 1 / (1 + c)) / Z with Z = (1 + c)^(-1/2)
+    base = dist.Normal(jnp.zeros(dim), 1.0).to_event(len(dim))
+    energy = lambda z: 0.5 * c * jnp.sum(z**2, tuple(range(-len(dim), 0)))  # noqa: E731
+    return ne.EnergyDistribution(energy, dim, base)
+
+
+def test_log_normalizer_matches_the_closed_form():
+    c, d = 3.0, 2
+    log_z, se = _quadratic_prior(c, (d,)).log_normalizer(jax.random.key(0))
+    exact = -0.5 * d * np.log1p(c)
+    assert 0 < float(se) < 0.01
+    assert abs(float(log_z) - exact) < 4 * float(se), (float(log_z), exact)
+
+
+def test_log_normalizer_needs_a_base_density():
+    d = ne.EnergyDistribution(lambda z: jnp.sum(z**2, -1), (2,))
+    with pytest.raises(ValueError, match="base_dist"):
+        d.log_normalizer(jax.random.key(0))
+
+
+def _linear_model(x, subsample_size=None):
+    with numpyro.plate("data", x.shape[0], subsample_size=subsample_size):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        obs = numpyro.subsample(x, event_dim=0)
+        numpyro.sample("x", dist.Normal(2.0 * z + 1.0, 0.5), obs=obs)
+
+
+def _mismatched_guide(x, subsample_size=None):
+    with numpyro.plate("data", x.shape[0], subsample_size=subsample_size):
+        numpyro.sample("z", dist.Normal(0.3 * numpyro.subsample(x, event_dim=0), 0.8))
+
+
+def test_importance_sampling_converges_to_the_marginal_likelihood():
+    exact = dist.Normal(1.0, np.sqrt(4.25)).log_prob(X)  # x ~ N(1, 2^2 + 0.5^2)
+    ll = ne.importance_log_likelihood(
+        jax.random.key(1),
+        _linear_model,
+        _mismatched_guide,
+        {},
+        X,
+        num_samples=4000,
+        batch_size=500,
+    )
+    elbo = ne.importance_log_likelihood(
+        jax.random.key(1), _linear_model, _mismatched_guide, {}, X, num_samples=1
+    )
+    assert ll.shape == (200,)
+    assert abs(float(jnp.mean(ll - exact))) < 0.02
+    assert float(jnp.mean(exact - elbo)) > 0.5  # the guide is poor: IS matters
+
+
+def test_energy_prior_is_normalised_by_its_log_normalizer():
+    prior = _quadratic_prior(3.0)  # N(0, 1/4)
+
+    def model(x):
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", prior)
+            numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("z", dist.Normal(0.2 * x, 0.5))
+
+    log_z, _ = prior.log_normalizer(jax.random.key(0), 400_000)
+    ll = ne.importance_log_likelihood(
+        jax.random.key(2),
+        model,
+        guide,
+        {},
+        X,
+        num_samples=2000,
+        log_normalizers={"z": log_z},
+    )
+    exact = dist.Normal(0.0, np.sqrt(1.25)).log_prob(X)
+    assert abs(float(jnp.mean(ll - exact))) < 0.01
+    with pytest.raises(ValueError, match="'z' has an unnormalised density"):
+        ne.importance_log_likelihood(jax.random.key(2), model, guide, {}, X)
+
+
+def test_subsampled_or_global_sites_are_refused():
+    with pytest.raises(ValueError, match="scaled"):
+        ne.importance_log_likelihood(
+            jax.random.key(0),
+            _linear_model,
+            _mismatched_guide,
+            {},
+            X,
+            subsample_size=20,
+        )
+
+    def global_model(x):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def global_guide(x):
+        numpyro.sample("mu", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="'mu' lies outside the plate 'data'"):
+        ne.importance_log_likelihood(
+            jax.random.key(0), global_model, global_guide, {}, X
+        )
