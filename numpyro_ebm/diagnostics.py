@@ -567,8 +567,10 @@ def importance_log_likelihood(
     Sites with an unnormalised density (an :class:`~numpyro_ebm.EnergyDistribution`
     prior) need their ``log Z``: pass ``log_normalizers={"z": log_z}``, e.g.
     from :meth:`EnergyDistribution.log_normalizer
-    <numpyro_ebm.EnergyDistribution.log_normalizer>`; without it the function
-    refuses rather than return an unnormalised value.
+    <numpyro_ebm.EnergyDistribution.log_normalizer>`, or
+    ``log_normalizers="estimate"`` to have each one estimated that way (100,000
+    draws from its base density); without either the function refuses rather
+    than return an unnormalised value.
 
     Args:
         rng_key: a JAX key.
@@ -577,7 +579,8 @@ def importance_log_likelihood(
         num_samples: importance samples ``S`` per data point.
         data_plate: name of the data plate (found automatically when the
             observed sites share exactly one plate).
-        log_normalizers: ``{site name: log Z}`` for unnormalised sites.
+        log_normalizers: ``{site name: log Z}`` for unnormalised sites, or
+            ``"estimate"``.
         batch_size: importance samples evaluated at once (memory bound);
             default all.
 
@@ -617,9 +620,20 @@ def importance_log_likelihood(
         raise ValueError(
             f"`num_samples` must be a positive integer, got {num_samples!r}."
         )
-    log_normalizers = dict(log_normalizers or {})
     model = substitute(model, data=params)
     guide = substitute(guide, data=params)
+    rng_key, key_z = jax.random.split(rng_key)
+    if isinstance(log_normalizers, str):
+        if log_normalizers != "estimate":
+            raise ValueError("`log_normalizers` must be a dict or 'estimate'.")
+        tr = trace(seed(model, key_z)).get_trace(*args, **kwargs)
+        log_normalizers = {
+            name: _unwrap(site["fn"]).log_normalizer(key_z)[0]
+            for name, site in tr.items()
+            if site["type"] == "sample"
+            and isinstance(_unwrap(site["fn"]), EnergyDistribution)
+        }
+    log_normalizers = dict(log_normalizers or {})
 
     def log_weights(key):
         key_guide, key_model = jax.random.split(key)

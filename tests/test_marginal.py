@@ -89,6 +89,16 @@ def test_energy_prior_is_normalised_by_its_log_normalizer():
     )
     exact = dist.Normal(0.0, np.sqrt(1.25)).log_prob(X)
     assert abs(float(jnp.mean(ll - exact))) < 0.01
+    auto = ne.importance_log_likelihood(
+        jax.random.key(2),
+        model,
+        guide,
+        {},
+        X,
+        num_samples=2000,
+        log_normalizers="estimate",
+    )
+    assert abs(float(jnp.mean(auto - exact))) < 0.01
     with pytest.raises(ValueError, match="'z' has an unnormalised density"):
         ne.importance_log_likelihood(jax.random.key(2), model, guide, {}, X)
 

@@ -337,3 +337,45 @@ def test_local_latents_under_a_subsampled_plate():
     residual = x - (np.asarray(y) + theta[-1]) / 2
     assert abs(residual.mean()) < 0.15
     assert abs(residual.var() - 0.5 / (1 - h)) < 0.1, residual.var()
+
+
+def test_soul_with_mala_samples_the_exact_local_posteriors():
+    # at step 0.3 ULA's stationary variance of x_i | y_i, theta is
+    # 0.5 / (1 - 0.3) = 0.71; the Metropolis-adjusted moves keep the exact 0.5
+    n, k = 200, 20
+    y = jnp.asarray(np.random.default_rng(2).normal(1.0, 1.4, size=n), jnp.float32)
+
+    def model(y, subsample_size=None):
+        theta = numpyro.param("theta", 0.0)
+        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+            x = numpyro.sample("x", dist.Normal(theta, 1.0))
+            numpyro.sample("y", dist.Normal(x, 1.0), obs=numpyro.subsample(y, 0))
+
+    soul = ne.SOUL(
+        model,
+        step_size=0.3,
+        num_langevin_steps=5,
+        num_particles=4,
+        learning_rate=1.0 / n,
+        burn_in=500,
+        adjusted=True,
+    )
+    result = soul.run(jax.random.key(0), 2000, y, subsample_size=k, progress_bar=False)
+    accept = np.asarray(result.history["accept_prob"])
+    assert accept.shape == (2000,) and 0.3 < accept.mean() < 0.95
+    theta = float(result.params["theta"])
+    assert abs(theta - float(y.mean())) < 0.1, (theta, float(y.mean()))
+    residual = np.asarray(result.particles["x"]) - (np.asarray(y) + theta) / 2
+    # 800 draws: the variance's standard error is about 0.025
+    assert abs(residual.var() - 0.5) < 0.08, residual.var()  # ULA: 0.64
+
+    def global_model(y, subsample_size=None):
+        theta = numpyro.param("theta", 0.0)
+        z = numpyro.sample("z", dist.Normal(theta, 1.0))
+        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+            numpyro.sample("y", dist.Normal(z, 1.0), obs=numpyro.subsample(y, 0))
+
+    with pytest.raises(ValueError, match="every latent site local"):
+        ne.SOUL(global_model, step_size=0.1, adjusted=True).run(
+            jax.random.key(0), 5, y, subsample_size=k, progress_bar=False
+        )

@@ -29,7 +29,8 @@ from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 from numpyro.util import not_jax_tracer
 
-from numpyro_ebm.core.langevin import langevin_proposal
+from numpyro_ebm.core.langevin import init as langevin_init
+from numpyro_ebm.core.langevin import langevin_proposal, langevin_step
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
 from numpyro_ebm.learn import training
 
@@ -67,8 +68,10 @@ class MMLRunResult(NamedTuple):
         particles: the final latent particles, constrained, each site with a
             leading particle axis.
         state: the final :class:`MMLState` (pass it as ``init_state`` to go on).
-        history: per-iteration ``log_joint`` (mean over particles) and the
-            constrained parameter trace ``params``.
+        history: per-iteration ``log_joint`` (mean over particles), the
+            constrained parameter trace ``params`` (the sites chosen by
+            ``run``'s ``trace_params``) and, for Metropolis-adjusted
+            latent moves, ``accept_prob`` (mean over particles and steps).
     """
 
     params: dict
@@ -180,7 +183,10 @@ def _inspect_model(model, rng_key, args, kwargs, init_strategy):
         if site["type"] == "param":
             constraint = site["kwargs"].get("constraint", real)
             param_transforms[name] = biject_to(constraint)
-            params[name] = param_transforms[name].inv(jnp.asarray(site["value"]))
+            params[name] = jax.tree.map(  # network parameters are pytrees
+                lambda v, t=param_transforms[name]: t.inv(jnp.asarray(v)),
+                site["value"],
+            )
         elif site["type"] == "sample" and not site["is_observed"]:
             if site["fn"].support.is_discrete:
                 raise ValueError(
@@ -219,7 +225,7 @@ class _Estimator:
 
     # ------------------------------------------------------------ densities
     def _constrain(self, transforms, values):
-        return {k: transforms[k](v) for k, v in values.items()}
+        return {k: jax.tree.map(transforms[k], v) for k, v in values.items()}
 
     def _plate_scale(self, name, batch):
         """``size / subsample_size`` of a local latent's subsampled plate."""
@@ -373,15 +379,38 @@ class _Estimator:
 
     def update(self, state, *args, **kwargs):
         """One iteration: returns ``(state, log_joint)`` (mean over particles)."""
+        state, lp, _ = self._update(state, args, kwargs)
+        return state, lp
+
+    def _update(self, state, args, kwargs):
         key = jax.random.wrap_key_data(state.rng_key)
         key, sub = random.split(key)
-        state, lp = self._move(sub, state, args, kwargs)
-        return state._replace(step=state.step + 1, rng_key=jax.random.key_data(key)), lp
+        state, lp, info = self._move(sub, state, args, kwargs)
+        state = state._replace(step=state.step + 1, rng_key=jax.random.key_data(key))
+        return state, lp, info
 
     def run(
-        self, rng_key, num_steps, *args, progress_bar=True, init_state=None, **kwargs
+        self,
+        rng_key,
+        num_steps,
+        *args,
+        progress_bar=True,
+        init_state=None,
+        trace_params=None,
+        **kwargs,
     ):
-        """Run ``num_steps`` iterations; returns an :class:`MMLRunResult`."""
+        """Run ``num_steps`` iterations; returns an :class:`MMLRunResult`.
+
+        Args:
+            rng_key: a JAX key.
+            num_steps: iterations.
+            *args, **kwargs: the model's arguments.
+            progress_bar: show a progress bar.
+            init_state: an :class:`MMLState` to go on from (e.g. ``result.state``).
+            trace_params: names of the ``param`` sites whose values the history
+                records at every iteration; by default those with at most
+                1000 elements (not the networks' weights).
+        """
         state = (
             self.init(rng_key, *args, **kwargs) if init_state is None else init_state
         )
@@ -390,12 +419,30 @@ class _Estimator:
                 self.model, rng_key, args, kwargs, self.init_strategy
             )
 
+        if trace_params is None:
+            trace_params = [
+                name
+                for name, value in self._spec.init_params.items()
+                if sum(jnp.size(v) for v in jax.tree.leaves(value)) <= 1000
+            ]
+        unknown = set(trace_params) - set(self._spec.init_params)
+        if unknown:
+            raise ValueError(f"`trace_params` names unknown param sites {unknown}.")
+
         def step(state, data, mesh):
             del data, mesh
-            new, lp = self.update(state, *args, **kwargs)
-            params = self._constrain(self._spec.param_transforms, new.params)
+            new, lp, info = self._update(state, args, kwargs)
+            params = self._constrain(
+                self._spec.param_transforms,
+                {k: v for k, v in new.params.items() if k in trace_params},
+            )
             diverged = ~jnp.isfinite(lp)
-            return new, {"log_joint": lp, "params": params, "diverged": diverged}
+            return new, {
+                "log_joint": lp,
+                "params": params,
+                "diverged": diverged,
+                **info,
+            }
 
         state, history = training.run_loop(
             step,
@@ -411,7 +458,7 @@ class _Estimator:
                 f"{type(self).__name__} diverged: the joint log density became "
                 f"non-finite at iteration {first}; lower the step size."
             )
-        history = {"log_joint": history["log_joint"], "params": history["params"]}
+        del history["diverged"]
         estimate = self._estimate(state)
         return MMLRunResult(
             self._constrain(self._spec.param_transforms, estimate),
@@ -527,7 +574,7 @@ class PGD(_Estimator):
         params = self._theta_noise(key_theta, params, h)
         z = self._langevin_particles(key_z, z, grad_latents, h)
         particles = self._scatter(state.particles, z, batch)
-        return state._replace(params=params, particles=particles), lp.mean()
+        return state._replace(params=params, particles=particles), lp.mean(), {}
 
 
 class IPLA(PGD):
@@ -574,6 +621,8 @@ class SOUL(_Estimator):
         num_particles: chains run in parallel (1 in the original algorithm).
         learning_rate: ``c`` of the default schedule.
         burn_in: iterations left out of the weighted average.
+        adjusted: Metropolis-adjust the latent moves (MALA instead of ULA);
+            the history then has their ``accept_prob``.
         init_strategy: NumPyro init strategy for the chains.
 
     References:
@@ -592,6 +641,7 @@ class SOUL(_Estimator):
         num_particles=1,
         learning_rate=1.0,
         burn_in=0,
+        adjusted=False,
         init_strategy=init_to_uniform,
     ):
         _check_step_size(step_size)
@@ -603,6 +653,7 @@ class SOUL(_Estimator):
         self.step_size = step_size
         self.num_langevin_steps = num_langevin_steps
         self.burn_in = burn_in
+        self.adjusted = bool(adjusted)
         self.schedule = lambda n: learning_rate * (n + 1.0) ** -0.8
         self.averaging = optimizer is None
         self.optimizer = optax.sgd(self.schedule) if optimizer is None else optimizer
@@ -614,6 +665,9 @@ class SOUL(_Estimator):
         return (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()))
 
     def _latent_steps(self, key, params, particles, args, kwargs, batch):
+        if self.adjusted:
+            return self._mala_steps(key, params, particles, args, kwargs, batch)
+
         def body(particles, key):
             key_move, key_model = random.split(key)
             _, _, grad_latents = self._gradients(
@@ -625,7 +679,45 @@ class SOUL(_Estimator):
 
         keys = random.split(key, self.num_langevin_steps)
         particles, _ = jax.lax.scan(body, particles, keys)
-        return particles
+        return particles, {}
+
+    def _mala_steps(self, key, params, particles, args, kwargs, batch):
+        """Metropolis-adjusted moves of each particle, at fixed ``theta``.
+
+        The acceptance needs the exact conditional density of the moved
+        latents: with a subsampled plate they must all be local to it, and the
+        scaled log joint is divided back by ``size / subsample_size``.
+        """
+        scales = {self._plate_scale(name, batch) for name in particles}
+        if len(scales) > 1 or (
+            self._spec.plates and len(self._spec.local_axes) < len(particles)
+        ):
+            raise ValueError(
+                "adjusted=True with a subsampled plate needs every latent site "
+                "local to that plate: a global latent's density is only "
+                "estimated from the mini-batch, which Metropolis-Hastings cannot "
+                "use. Use adjusted=False (ULA)."
+            )
+        (scale,) = scales
+        key_model, key = random.split(key)
+
+        def potential(z):
+            return -self._log_joint(params, z, args, kwargs, key_model, batch) / scale
+
+        def chain(key, z):
+            def body(state, key):
+                state, info = langevin_step(
+                    key, state, potential, self.step_size, adjusted=True
+                )
+                return state, info.accept_prob
+
+            keys = random.split(key, self.num_langevin_steps)
+            state, accept = jax.lax.scan(body, langevin_init(z, potential), keys)
+            return state.position, accept.mean()
+
+        keys = random.split(key, self.num_particles)
+        particles, accept = jax.vmap(chain)(keys, particles)
+        return particles, {"accept_prob": accept.mean()}
 
     def _move(self, key, state, args, kwargs):
         # one mini-batch per iteration: its latents take the m Langevin steps,
@@ -633,7 +725,7 @@ class SOUL(_Estimator):
         key_latents, key_model, key_batch = random.split(key, 3)
         batch = self._draw_batch(key_batch)
         z = self._gather(state.particles, batch)
-        z = self._latent_steps(key_latents, state.params, z, args, kwargs, batch)
+        z, info = self._latent_steps(key_latents, state.params, z, args, kwargs, batch)
         particles = self._scatter(state.particles, z, batch)
         lp, grad_params, _ = self._gradients(
             state.params, z, args, kwargs, key_model, batch
@@ -649,9 +741,10 @@ class SOUL(_Estimator):
             jax.tree.map(lambda a, p: a + delta * p, total, params),
             weight + delta,
         )
-        return state._replace(
+        state = state._replace(
             params=params, opt_state=opt_state, particles=particles, averaged=averaged
-        ), lp.mean()
+        )
+        return state, lp.mean(), info
 
     def _estimate(self, state):
         if not self.averaging:
@@ -681,6 +774,7 @@ class MCEM(SOUL):
         num_langevin_steps: Langevin steps of each E-step.
         step_size: Langevin step size.
         num_particles: chains in parallel.
+        adjusted: Metropolis-adjusted (MALA) E-step moves.
         init_strategy: NumPyro init strategy for the chains.
 
     References:
@@ -696,6 +790,7 @@ class MCEM(SOUL):
         *,
         step_size,
         num_particles=10,
+        adjusted=False,
         init_strategy=init_to_uniform,
     ):
         if optimizer is None:
@@ -706,5 +801,6 @@ class MCEM(SOUL):
             step_size=step_size,
             num_langevin_steps=num_langevin_steps,
             num_particles=num_particles,
+            adjusted=adjusted,
             init_strategy=init_strategy,
         )
