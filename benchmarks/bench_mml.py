@@ -18,6 +18,7 @@
 """
 
 import argparse
+import functools
 import os
 import platform
 import time
@@ -41,52 +42,135 @@ def toy_model(y):
     numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
 
 
-def bench_toy(num_seeds):
+def pgd_toy_theory(y_bar, D, N, h, K, average_from):
+    """Exact law of PGD's time-averaged estimate on the toy model.
+
+    The particle mean over particles and dimensions, and theta, form a closed
+    linear Gaussian system: with u = theta - mean(y), v = xbar - mean(y),
+    u' = u + h D (v - u), v' = v + h (u - 2 v) + sqrt(2 h / (N D)) xi, from
+    u = v = -mean(y) (everything starts at 0). The average of u over the
+    window is Gaussian; returns its mean (per unit of mean(y)) and sd.
+    """
+    A = np.array([[1 - h * D, h * D], [h, 1 - 2 * h]])
+    window = range(average_from + 1, K + 1)  # history[i] is theta after i + 1 steps
+    powers = [np.eye(2)]
+    for _ in range(K):
+        powers.append(A @ powers[-1])
+    drift = np.mean([powers[k] @ np.array([-1.0, -1.0]) for k in window], 0)[0]
+    s = np.sqrt(2 * h / (N * D))
+    # noise xi_j (entering v at step j + 1) reaches u_k through A^(k - 1 - j) e_v
+    coef = [
+        sum(powers[k - 1 - j][0, 1] for k in window if k > j) / len(window)
+        for j in range(K)
+    ]
+    return drift * y_bar, s * np.sqrt(np.sum(np.square(coef)))
+
+
+def _normal_abs_stats(mean, sd, tol):
+    from scipy.stats import norm
+
+    mean_abs = sd * np.sqrt(2 / np.pi) * np.exp(-(mean**2) / (2 * sd**2)) + mean * (
+        1 - 2 * norm.cdf(-mean / sd)
+    )
+    within = norm.cdf((tol - mean) / sd) - norm.cdf((-tol - mean) / sd)
+    return mean_abs, within
+
+
+def bench_toy(num_data_sets):
     D, N, K = 100, 10, 300
     zeros = init_to_value(values={"x": jnp.zeros(D)})
+    soul = ne.SOUL(
+        toy_model,
+        step_size=2 / (2 + D),
+        num_langevin_steps=5,
+        num_particles=N,
+        learning_rate=1.9 / D,
+        burn_in=150,
+        init_strategy=zeros,
+    )
     methods = {
         "PGD, h = 2/(2+D), average from step 150": (
-            lambda: ne.PGD(toy_model, 2 / (2 + D), N, zeros),
+            ne.PGD(toy_model, 2 / (2 + D), N, zeros),
             150,
+            K,
+        ),
+        "PGD, h = 2/(2+D), 1500 steps, average from step 300": (
+            ne.PGD(toy_model, 2 / (2 + D), N, zeros),
+            300,
+            1500,
         ),
         "PQN, h = 2/3, average from step 15": (
-            lambda: ne.PGD(toy_model, 2 / 3, N, zeros, preconditioner="pqn"),
+            ne.PGD(toy_model, 2 / 3, N, zeros, preconditioner="pqn"),
             15,
+            K,
         ),
-        "SOUL, m = 5, c = 1.9/D, burn-in 150": (
-            lambda: ne.SOUL(
-                toy_model,
-                step_size=2 / (2 + D),
-                num_langevin_steps=5,
-                num_particles=N,
-                learning_rate=1.9 / D,
-                burn_in=150,
-                init_strategy=zeros,
-            ),
-            None,
-        ),
+        "SOUL, m = 5, c = 1.9/D, burn-in 150": (soul, None, K),
+        "SOUL, m = 5, c = 1.9/D, burn-in 150, 1000 steps": (soul, None, 1000),
     }
-    print(
-        f"\n### Toy hierarchical model, D = {D}, N = {N}, {K} steps, {num_seeds} data sets\n"
+    rng = np.random.default_rng(0)
+    ys = jnp.asarray(
+        rng.normal(size=(num_data_sets, D)) + rng.normal(1.0, 1.0, (num_data_sets, D)),
+        jnp.float32,
     )
-    print("| method | mean abs. error vs MLE | max abs. error |")
-    print("| --- | ---: | ---: |")
-    for name, (make, average_from) in methods.items():
-        errors = []
-        for seed in range(num_seeds):
-            rng = np.random.default_rng(seed)
-            y = jnp.asarray(
-                rng.normal(size=D) + rng.normal(1.0, 1.0, size=D), jnp.float32
+    keys = jax.random.split(jax.random.key(0), num_data_sets)
+    mle = np.asarray(ys.mean(1), np.float64)
+    print(
+        f"\n### Toy hierarchical model, D = {D}, N = {N}, {K} steps, "
+        f"{num_data_sets} data sets (one run each)\n"
+    )
+    print(
+        "| method | mean signed error | mean abs. error | max abs. error "
+        "| within 0.02 | time for all runs (s) |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (estimator, average_from, steps) in methods.items():
+
+        @jax.jit
+        def run_all(
+            ys, keys, estimator=estimator, average_from=average_from, steps=steps
+        ):
+            def one(y, key):
+                state = estimator.init(key, y)
+
+                def body(state, _):
+                    state, _ = estimator.update(state, y)
+                    return state, state.params["theta"]
+
+                state, thetas = jax.lax.scan(body, state, None, length=steps)
+                if average_from is None:
+                    return estimator._estimate(state)["theta"]
+                return thetas[average_from:].mean()
+
+            return jax.vmap(one)(ys, keys)
+
+        jax.block_until_ready(run_all(ys, keys))  # compile
+        start = time.perf_counter()
+        estimates = np.asarray(jax.block_until_ready(run_all(ys, keys)), np.float64)
+        elapsed = time.perf_counter() - start
+        err = estimates - mle
+        print(
+            f"| {name} | {err.mean():+.4f} | {np.abs(err).mean():.4f} | "
+            f"{np.abs(err).max():.4f} | {np.mean(np.abs(err) < 0.02):.0%} | "
+            f"{elapsed:.2f} |"
+        )
+        if name.startswith("PGD"):
+            law = functools.partial(
+                pgd_toy_theory,
+                D=D,
+                N=N,
+                h=2 / (2 + D),
+                K=steps,
+                average_from=average_from,
             )
-            result = make().run(jax.random.key(seed), K, y, progress_bar=False)
-            if average_from is None:
-                estimate = float(result.params["theta"])
-            else:
-                estimate = float(
-                    np.mean(result.history["params"]["theta"][average_from:])
-                )
-            errors.append(abs(estimate - float(y.mean())))
-        print(f"| {name} | {np.mean(errors):.4f} | {np.max(errors):.4f} |")
+            stats = [_normal_abs_stats(*law(m), 0.02) for m in mle]
+            drift, sd = law(1.0)
+            theory = (
+                f"| PGD, exact law of the estimate (mean {drift:+.4f} x mean(y), "
+                f"sd {sd:.4f}) | {drift * mle.mean():+.4f} | "
+                f"{np.mean([a for a, _ in stats]):.4f} | | "
+                f"{np.mean([w for _, w in stats]):.0%} | |"
+            )
+            print(theory)
 
     # IPLA: theta's stationary law is ∝ p_theta(y)^N, variance 2 / (N D)
     rng = np.random.default_rng(0)
@@ -190,12 +274,13 @@ def main():
         ),
     )
     parser.add_argument("--num-seeds", type=int, default=10)
+    parser.add_argument("--num-data-sets", type=int, default=100)
     args = parser.parse_args()
     print(
         f"Machine: {platform.machine()}, {jax.device_count()} JAX CPU device(s), "
         f"jax {jax.__version__}, numpyro {numpyro.__version__}"
     )
-    bench_toy(args.num_seeds)
+    bench_toy(args.num_data_sets)
     if os.path.exists(args.data):
         bench_blr(args.data, args.num_seeds)
     else:
