@@ -404,7 +404,7 @@ class _Estimator:
         Args:
             rng_key: a JAX key.
             num_steps: iterations.
-            *args, **kwargs: the model's arguments.
+            *args: the model's positional arguments (also ``**kwargs``, by name).
             progress_bar: show a progress bar.
             init_state: an :class:`MMLState` to go on from (e.g. ``result.state``).
             trace_params: names of the ``param`` sites whose values the history
