@@ -437,3 +437,22 @@ def test_soul_with_mala_samples_the_exact_local_posteriors():
         ne.SOUL(global_model, step_size=0.1, adjusted=True).run(
             jax.random.key(0), 5, y, subsample_size=k, progress_bar=False
         )
+
+
+def test_history_records_small_parameters_unless_told():
+    def model(y):
+        theta = numpyro.param("theta", 0.0)
+        weights = numpyro.param("weights", jnp.zeros(2000))
+        z = numpyro.sample("z", dist.Normal(theta + weights.mean(), 1.0))
+        numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
+
+    pgd = ne.PGD(model, 0.01, 2)
+    result = pgd.run(jax.random.key(0), 5, 1.0, progress_bar=False)
+    assert set(result.history["params"]) == {"theta"}  # not the 2000 weights
+    assert result.params["weights"].shape == (2000,)
+    result = pgd.run(
+        jax.random.key(0), 5, 1.0, progress_bar=False, trace_params=["weights"]
+    )
+    assert result.history["params"]["weights"].shape == (5, 2000)
+    with pytest.raises(ValueError, match="unknown param sites"):
+        pgd.run(jax.random.key(0), 5, 1.0, progress_bar=False, trace_params=["w"])

@@ -86,7 +86,7 @@ class MMLRunResult(NamedTuple):
         iterations (one chain), so ``arviz.summary`` gives the time-averaged
         estimate with its Monte Carlo error; ``latent_particles`` holds the
         final particles, one chain per particle; ``sample_stats`` holds the
-        ``log_joint`` trace.
+        ``log_joint`` trace (and ``accept_prob`` for adjusted moves).
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -119,7 +119,11 @@ class MMLRunResult(NamedTuple):
                     "latent_particles": {
                         k: np.asarray(v)[:, None] for k, v in self.particles.items()
                     },
-                    "sample_stats": {"log_joint": trace(self.history["log_joint"])},
+                    "sample_stats": {
+                        k: trace(self.history[k])
+                        for k in ("log_joint", "accept_prob")
+                        if k in self.history
+                    },
                 }
             )
 
