@@ -41,6 +41,7 @@ from numpyro.handlers import seed, substitute, trace
 
 import numpyro_ebm as ne
 from numpyro_ebm.datasets import load_digits
+from numpyro_ebm.plots import plot_image_grid
 
 LEVELS = 16
 
@@ -128,9 +129,7 @@ def main(args):
         (("samples", samples), ("training images", x[:64]), ("reconstructions", recon)),
         strict=True,
     ):
-        ax.imshow(_tile(np.asarray(imgs)), cmap="gray_r", vmin=0, vmax=LEVELS)
-        ax.set_title(title)
-        ax.axis("off")
+        plot_image_grid(imgs, (8, 8), ax=ax, title=title, vmin=0, vmax=LEVELS)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_samples.png"), dpi=100)
     fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -141,11 +140,6 @@ def main(args):
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_trace.png"), dpi=100)
     print(f"figures written to {args.out}/")
-
-
-def _tile(images, rows=8):
-    images = images.reshape(-1, 8, 8)[: rows * rows]
-    return np.block([[images[r * rows + c] for c in range(rows)] for r in range(rows)])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from numpyro.infer import SVI, Trace_ELBO
 
 import numpyro_ebm as ne
 from numpyro_ebm.datasets import load_digits
+from numpyro_ebm.plots import plot_image_grid
 
 LEVELS = 16  # digits' grey levels are 0..16
 
@@ -262,17 +263,11 @@ def plot(args, results, x_test):
         )
         for col, (title, images) in enumerate(panels):
             ax = axes[row, col]
-            ax.imshow(_tile(np.asarray(images)), cmap="gray_r", vmin=0, vmax=LEVELS)
+            plot_image_grid(images, (8, 8), ax=ax, vmin=0, vmax=LEVELS)
             ax.set_title(f"{prior} prior: {title}", fontsize=9)
-            ax.axis("off")
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "vae_digits_samples.png"), dpi=100)
     print(f"figures written to {args.out}/")
-
-
-def _tile(images, rows=8):
-    images = images.reshape(-1, 8, 8)[: rows * rows]
-    return np.block([[images[r * rows + c] for c in range(rows)] for r in range(rows)])
 
 
 if __name__ == "__main__":

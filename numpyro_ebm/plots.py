@@ -1,10 +1,11 @@
-"""Plots for 2-D energies and training runs (needs matplotlib: the ``examples`` extra)."""
+"""Plots for 2-D energies, images and training runs (needs matplotlib: the
+``examples`` extra)."""
 
 import numpy as np
 
 import jax.numpy as jnp
 
-__all__ = ["plot_density_2d", "plot_history"]
+__all__ = ["plot_density_2d", "plot_history", "plot_image_grid"]
 
 
 def _pyplot():
@@ -103,3 +104,40 @@ def plot_history(history, keys=None, *, axes=None, smooth=None):
         ax.set_xlabel("step")
     plt.tight_layout()
     return axes
+
+
+def plot_image_grid(
+    images, image_shape, *, rows=8, ax=None, title=None, vmin=None, vmax=None
+):
+    """Flattened images tiled into a ``rows x rows`` grid (the first ones).
+
+    Args:
+        images: array ``(n, prod(image_shape))`` or ``(n, *image_shape)``.
+        image_shape: ``(height, width)`` of one image.
+        rows: images per row and per column.
+        ax: a matplotlib axis (a new figure when ``None``).
+        title: axis title.
+        vmin, vmax: grey-level range (default: the data's).
+
+    Returns:
+        The matplotlib axis.
+
+    Example:
+        >>> import numpy as np
+        >>> ax = plot_image_grid(np.zeros((16, 64)), (8, 8), rows=4)
+        >>> ax.images[0].get_array().shape
+        (32, 32)
+    """
+    plt = _pyplot()
+    h, w = image_shape
+    images = np.asarray(images).reshape(-1, h, w)[: rows * rows]
+    blank = np.full((h, w), np.nan)
+    tiles = [images[i] if i < len(images) else blank for i in range(rows * rows)]
+    grid = np.block([[tiles[r * rows + c] for c in range(rows)] for r in range(rows)])
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(grid, cmap="gray_r", vmin=vmin, vmax=vmax)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -369,6 +369,14 @@ def test_subsampled_plates_give_unbiased_gradients():
     assert np.all(np.abs(sub.mean(0) - np.asarray(full["z"])) < 5 * se)
 
 
+def local_toy_model(y, subsample_size=None):
+    # the toy model with one latent per data point inside a (subsampled) plate
+    theta = numpyro.param("theta", 0.0)
+    with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
+        x = numpyro.sample("x", dist.Normal(theta, 1.0))
+        numpyro.sample("y", dist.Normal(x, 1.0), obs=numpyro.subsample(y, 0))
+
+
 def test_local_latents_under_a_subsampled_plate():
     # one latent per data point, k = 20 of n = 200 per step: the batch's
     # latents move with their exact conditional gradient (not scaled by n / k)
@@ -376,13 +384,7 @@ def test_local_latents_under_a_subsampled_plate():
     n, k, h = 200, 20, 0.1
     y = jnp.asarray(np.random.default_rng(1).normal(1.0, 1.4, size=n), jnp.float32)
 
-    def model(y, subsample_size=None):
-        theta = numpyro.param("theta", 0.0)
-        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
-            x = numpyro.sample("x", dist.Normal(theta, 1.0))
-            numpyro.sample("y", dist.Normal(x, 1.0), obs=numpyro.subsample(y, 0))
-
-    estimator = ne.PGD(model, h, 4, preconditioner="pqn")
+    estimator = ne.PGD(local_toy_model, h, 4, preconditioner="pqn")
     result = estimator.run(
         jax.random.key(0), 4000, y, subsample_size=k, progress_bar=False
     )
@@ -403,14 +405,8 @@ def test_soul_with_mala_samples_the_exact_local_posteriors():
     n, k = 200, 20
     y = jnp.asarray(np.random.default_rng(2).normal(1.0, 1.4, size=n), jnp.float32)
 
-    def model(y, subsample_size=None):
-        theta = numpyro.param("theta", 0.0)
-        with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
-            x = numpyro.sample("x", dist.Normal(theta, 1.0))
-            numpyro.sample("y", dist.Normal(x, 1.0), obs=numpyro.subsample(y, 0))
-
     soul = ne.SOUL(
-        model,
+        local_toy_model,
         step_size=0.3,
         num_langevin_steps=5,
         num_particles=4,
