@@ -595,6 +595,21 @@ class IPLA(PGD):
         num_particles: ``N``.
         init_strategy: NumPyro init strategy for the particles.
 
+    Example:
+        >>> import jax, jax.numpy as jnp, numpy as np
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import numpyro_ebm as ne
+        >>> def model(y):
+        ...     theta = numpyro.param("theta", 0.0)
+        ...     x = numpyro.sample("x", dist.Normal(theta, 1.0).expand([len(y)]).to_event(1))
+        ...     numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+        >>> y = jnp.linspace(0.0, 2.0, 20)  # log p(y | theta) has curvature 20 / 2
+        >>> result = ne.IPLA(model, step_size=0.02, num_particles=5).run(
+        ...     jax.random.key(0), 4000, y, progress_bar=False)
+        >>> theta = np.asarray(result.history["params"]["theta"][1000:])
+        >>> bool(abs(theta.mean() - 1.0) < 0.1), bool(0.01 < theta.var() < 0.1)  # 1/(5*10)
+        (True, True)
+
     References:
         Akyildiz, Crucinio, Girolami, Johnston & Sabanis (2023), *Interacting
         particle Langevin algorithm for maximum marginal likelihood
@@ -628,6 +643,21 @@ class SOUL(_Estimator):
         adjusted: Metropolis-adjust the latent moves (MALA instead of ULA);
             the history then has their ``accept_prob``.
         init_strategy: NumPyro init strategy for the chains.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import numpyro_ebm as ne
+        >>> def model(y):
+        ...     theta = numpyro.param("theta", 0.0)
+        ...     x = numpyro.sample("x", dist.Normal(theta, 1.0).expand([len(y)]).to_event(1))
+        ...     numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+        >>> y = jnp.linspace(0.0, 2.0, 20)
+        >>> soul = ne.SOUL(model, step_size=0.2, num_langevin_steps=5,
+        ...                num_particles=4, learning_rate=0.05, burn_in=100)
+        >>> result = soul.run(jax.random.key(0), 1000, y, progress_bar=False)
+        >>> bool(abs(result.params["theta"] - y.mean()) < 0.1)  # the averaged estimate
+        True
 
     References:
         De Bortoli, Durmus, Pereyra & Fernandez Vidal (2021), *Efficient
@@ -780,6 +810,22 @@ class MCEM(SOUL):
         num_particles: chains in parallel.
         adjusted: Metropolis-adjusted (MALA) E-step moves.
         init_strategy: NumPyro init strategy for the chains.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import numpyro_ebm as ne
+        >>> def model(y):
+        ...     theta = numpyro.param("theta", 0.0)
+        ...     x = numpyro.sample("x", dist.Normal(theta, 1.0).expand([len(y)]).to_event(1))
+        ...     numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+        >>> y = jnp.linspace(0.0, 2.0, 20)
+        >>> mcem = ne.MCEM(model, optax.sgd(0.05), 20, step_size=0.2, adjusted=True)
+        >>> result = mcem.run(jax.random.key(0), 200, y, progress_bar=False)
+        >>> bool(abs(result.params["theta"] - y.mean()) < 0.1)
+        True
+        >>> bool(result.history["accept_prob"].mean() > 0.5)
+        True
 
     References:
         Wei & Tanner (1990), *A Monte Carlo implementation of the EM
