@@ -100,6 +100,22 @@ class CD(NamedTuple):
         num_steps: Langevin steps ``k`` (CD-k).
         step_size: Langevin step size.
         adjusted: Metropolis-adjust the steps (MALA).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> method = CD(num_steps=5, step_size=0.1)
+        >>> energy = lambda x: 0.5 * x @ x  # one point -> energy
+        >>> data = jnp.ones((8, 2))
+        >>> state = method.init_sampler(jax.random.key(0), data, 8)
+        >>> negatives, state, info = method.sample(jax.random.key(1), energy, data, state)
+        >>> negatives.shape
+        (8, 2)
+
+    Use it as ``ne.EBM(net, optimizer, method=CD(num_steps=5, step_size=0.1))``.
+
+    References:
+        Hinton (2002), *Training products of experts by minimizing
+        contrastive divergence*, Neural Computation 14.
     """
 
     num_steps: int = 1
@@ -129,6 +145,22 @@ class ShortRun(NamedTuple):
         step_size: Langevin step size.
         init: starting law of the chains.
         adjusted: Metropolis-adjust the steps (MALA).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> method = ShortRun(num_steps=50, step_size=0.1)
+        >>> energy = lambda x: 0.5 * x @ x  # one point -> energy
+        >>> data = jnp.ones((8, 2))
+        >>> state = method.init_sampler(jax.random.key(0), data, 8)
+        >>> negatives, state, info = method.sample(jax.random.key(1), energy, data, state)
+        >>> negatives.shape
+        (8, 2)
+
+    Use it as ``ne.EBM(net, optimizer, method=ShortRun(num_steps=50, step_size=0.1))``.
+
+    References:
+        Nijkamp, Hill, Zhu & Wu (2019), *Learning non-convergent
+        non-persistent short-run MCMC toward energy-based model*, NeurIPS.
     """
 
     num_steps: int = 100
@@ -164,6 +196,26 @@ class PCD(NamedTuple):
         reinit_prob: probability that a chain restarts from noise.
         init: starting law (default: Gaussian fitted to the data).
         adjusted: Metropolis-adjust the steps (MALA).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> method = PCD(num_steps=20, step_size=0.1, buffer_size=100)
+        >>> energy = lambda x: 0.5 * x @ x  # one point -> energy
+        >>> data = jnp.ones((8, 2))
+        >>> state = method.init_sampler(jax.random.key(0), data, 8)
+        >>> negatives, state, info = method.sample(jax.random.key(1), energy, data, state)
+        >>> negatives.shape
+        (8, 2)
+        >>> state["buffer"].shape  # the persistent chains
+        (100, 2)
+
+    Use it as ``ne.EBM(net, optimizer, method=PCD(num_steps=20, step_size=0.1, buffer_size=100))``.
+
+    References:
+        Tieleman (2008), *Training restricted Boltzmann machines using
+        approximations to the likelihood gradient*, ICML. Du & Mordatch
+        (2019), *Implicit generation and generalization in energy-based
+        models*, NeurIPS.
     """
 
     num_steps: int = 20
@@ -233,6 +285,18 @@ class TemperedPCD(NamedTuple):
         init_scale: variance inflation of ``q0`` over the data covariance.
         adapt_ladder: adapt the inverse temperatures online.
         adjusted: Metropolis-adjust the Langevin steps (MALA), default on.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> method = TemperedPCD(num_steps=5, step_size=0.1)
+        >>> energy = lambda x: 0.5 * x @ x  # one point -> energy
+        >>> data = jnp.ones((8, 2))
+        >>> state = method.init_sampler(jax.random.key(0), data, 8)
+        >>> negatives, state, info = method.sample(jax.random.key(1), energy, data, state)
+        >>> negatives.shape
+        (8, 2)
+
+    Use it as ``ne.EBM(net, optimizer, method=TemperedPCD(num_steps=5, step_size=0.1))``.
 
     References:
         Swendsen & Wang (1986), *Replica Monte Carlo simulation of spin
