@@ -452,3 +452,18 @@ def test_history_records_small_parameters_unless_told():
     assert result.history["params"]["weights"].shape == (5, 2000)
     with pytest.raises(ValueError, match="unknown param sites"):
         pgd.run(jax.random.key(0), 5, 1.0, progress_bar=False, trace_params=["w"])
+
+
+def test_latent_moves_skip_the_contrastive_prior_chains():
+    # the contrastive term has value 0 and no gradient in z: latent moves drop
+    # it (no prior chains run), the parameter gradient keeps it
+    y = jnp.linspace(-1.0, 3.0, 30)
+    estimator = ne.PGD(_energy_prior_model(contrastive=True), 0.01, 3)
+    state = estimator.init(jax.random.key(0), y)
+    args = (estimator._spec.init_params, state.particles, (y,), {})
+    key = jax.random.key(1)
+    with_term = estimator._gradients(*args, key, {}, contrastive=True)
+    without = estimator._gradients(*args, key, {}, contrastive=False)
+    np.testing.assert_allclose(with_term[0], without[0], rtol=1e-6)  # log joints
+    np.testing.assert_allclose(with_term[2]["z"], without[2]["z"], rtol=1e-6)
+    assert abs(float(with_term[1]["s"] - without[1]["s"])) > 1.0  # the E_p[grad E]

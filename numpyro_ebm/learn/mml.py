@@ -14,6 +14,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 ``run``.
 """
 
+import copy
 import warnings
 from typing import NamedTuple
 
@@ -27,6 +28,7 @@ from numpyro.distributions.constraints import real
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
+from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
 from numpyro_ebm.core.langevin import init as langevin_init
@@ -126,6 +128,31 @@ class MMLRunResult(NamedTuple):
                     },
                 }
             )
+
+
+def _without_contrastive(fn):
+    """``fn`` with any contrastive EnergyDistribution inside made plain."""
+    from numpyro_ebm.distributions import EnergyDistribution
+
+    if isinstance(fn, EnergyDistribution) and fn.contrastive:
+        fn = copy.copy(fn)
+        fn.contrastive = False
+    elif hasattr(fn, "base_dist") and not isinstance(fn, EnergyDistribution):
+        inner = _without_contrastive(fn.base_dist)
+        if inner is not fn.base_dist:
+            fn = copy.copy(fn)
+            fn.base_dist = inner
+    return fn
+
+
+class _no_contrastive(Messenger):
+    """Drop the contrastive terms of energy priors (value 0, gradient only in
+    the energy's parameters): latent moves need neither, and skipping them
+    saves the prior chains that estimate them."""
+
+    def process_message(self, msg):
+        if msg["type"] == "sample" and msg.get("fn") is not None:
+            msg["fn"] = _without_contrastive(msg["fn"])
 
 
 class _Model(NamedTuple):
@@ -238,12 +265,15 @@ class _Estimator:
             return 1.0
         return self._spec.plates[plate][0] / batch[plate].shape[0]
 
-    def _log_joint(self, params_u, latents_u, args, kwargs, rng_key, batch):
+    def _log_joint(
+        self, params_u, latents_u, args, kwargs, rng_key, batch, contrastive=True
+    ):
         """log p_theta(x, z) in unconstrained coordinates (with the Jacobian of z).
 
         ``batch`` maps each subsampled plate to its indices; local latents are
         given for those indices only, and NumPyro scales their terms by
-        ``size / subsample_size``.
+        ``size / subsample_size``. ``contrastive=False`` drops the contrastive
+        terms of energy priors, which only the parameter gradient needs.
         """
         spec = self._spec
         params = self._constrain(spec.param_transforms, params_u)
@@ -251,16 +281,18 @@ class _Estimator:
         # seeded: models may draw randomness (contrastive priors, ...)
         with warnings.catch_warnings():  # whole plates at init: intended
             warnings.filterwarnings("ignore", message="subsample_size does not match")
-            lp, _ = log_density(
-                seed(self.model, rng_key), args, kwargs, {**params, **latents, **batch}
-            )
+            model = seed(self.model, rng_key)
+            model = model if contrastive else _no_contrastive(model)
+            lp, _ = log_density(model, args, kwargs, {**params, **latents, **batch})
         for name, value in latents_u.items():
             t = spec.latent_transforms[name]
             jacobian = jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
             lp = lp + self._plate_scale(name, batch) * jacobian
         return lp
 
-    def _gradients(self, params_u, particles, args, kwargs, rng_key, batch):
+    def _gradients(
+        self, params_u, particles, args, kwargs, rng_key, batch, contrastive=True
+    ):
         """Per-particle log joints, the particle-averaged parameter gradient and
         the per-particle latent gradients.
 
@@ -271,10 +303,10 @@ class _Estimator:
         """
         per_particle = jax.vmap(
             jax.value_and_grad(self._log_joint, argnums=(0, 1)),
-            in_axes=(None, 0, None, None, None, None),
+            in_axes=(None, 0, None, None, None, None, None),
         )
         lp, (grad_params, grad_latents) = per_particle(
-            params_u, particles, args, kwargs, rng_key, batch
+            params_u, particles, args, kwargs, rng_key, batch, contrastive
         )
         grad_latents = {
             k: g / self._plate_scale(k, batch) for k, g in grad_latents.items()
@@ -705,7 +737,7 @@ class SOUL(_Estimator):
         def body(particles, key):
             key_move, key_model = random.split(key)
             _, _, grad_latents = self._gradients(
-                params, particles, args, kwargs, key_model, batch
+                params, particles, args, kwargs, key_model, batch, contrastive=False
             )
             return self._langevin_particles(
                 key_move, particles, grad_latents, self.step_size
@@ -736,7 +768,8 @@ class SOUL(_Estimator):
         key_model, key = random.split(key)
 
         def potential(z):
-            return -self._log_joint(params, z, args, kwargs, key_model, batch) / scale
+            lp = self._log_joint(params, z, args, kwargs, key_model, batch, False)
+            return -lp / scale
 
         def chain(key, z):
             def body(state, key):
