@@ -416,7 +416,9 @@ def test_soul_with_mala_samples_the_exact_local_posteriors():
     )
     result = soul.run(jax.random.key(0), 2000, y, subsample_size=k, progress_bar=False)
     accept = np.asarray(result.history["accept_prob"])
-    assert accept.shape == (2000,) and 0.3 < accept.mean() < 0.95
+    # each data point's latent is accepted or rejected on its own: a block of
+    # the batch's 20 latents would accept about 0.47 of its moves at this step
+    assert accept.shape == (2000,) and 0.8 < accept.mean() < 0.99
     theta = float(result.params["theta"])
     assert abs(theta - float(y.mean())) < 0.1, (theta, float(y.mean()))
     residual = np.asarray(result.particles["x"]) - (np.asarray(y) + theta) / 2

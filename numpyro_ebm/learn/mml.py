@@ -751,27 +751,24 @@ class SOUL(_Estimator):
         """Metropolis-adjusted moves of each particle, at fixed ``theta``.
 
         The acceptance needs the exact conditional density of the moved
-        latents: with a subsampled plate they must all be local to it, and the
-        scaled log joint is divided back by ``size / subsample_size``.
+        latents, so with a subsampled plate every latent must be local to it.
+        Their conditionals then factorise over the data points: each point's
+        latents are a chain of their own, with their own accept/reject (the
+        model run on that one index, its log density divided by the plate's
+        ``size``), so the acceptance does not fall with the batch size.
         """
-        scales = {self._plate_scale(name, batch) for name in particles}
-        if len(scales) > 1 or (
-            self._spec.plates and len(self._spec.local_axes) < len(particles)
-        ):
+        spec = self._spec
+        plates = {plate for plate, _ in spec.local_axes.values()}
+        if spec.plates and (len(spec.local_axes) < len(particles) or len(plates) > 1):
             raise ValueError(
                 "adjusted=True with a subsampled plate needs every latent site "
                 "local to that plate: a global latent's density is only "
                 "estimated from the mini-batch, which Metropolis-Hastings cannot "
                 "use. Use adjusted=False (ULA)."
             )
-        (scale,) = scales
         key_model, key = random.split(key)
 
-        def potential(z):
-            lp = self._log_joint(params, z, args, kwargs, key_model, batch, False)
-            return -lp / scale
-
-        def chain(key, z):
+        def chain(key, z, potential):
             def body(state, key):
                 state, info = langevin_step(
                     key, state, potential, self.step_size, adjusted=True
@@ -782,8 +779,41 @@ class SOUL(_Estimator):
             state, accept = jax.lax.scan(body, langevin_init(z, potential), keys)
             return state.position, accept.mean()
 
+        if not spec.plates:  # one chain per particle over all latents
+
+            def potential(z):
+                return -self._log_joint(params, z, args, kwargs, key_model, {}, False)
+
+            keys = random.split(key, self.num_particles)
+            particles, accept = jax.vmap(lambda k, z: chain(k, z, potential))(
+                keys, particles
+            )
+            return particles, {"accept_prob": accept.mean()}
+
+        (plate,) = plates
+        size = spec.plates[plate][0]
+        axes = {name: axis for name, (_, axis) in spec.local_axes.items()}
+
+        def one_point(key, z, index):
+            z = {n: jnp.expand_dims(v, axes[n]) for n, v in z.items()}
+
+            def potential(z):
+                point = {plate: index[None]}
+                lp = self._log_joint(params, z, args, kwargs, key_model, point, False)
+                return -lp / size
+
+            z, accept = chain(key, z, potential)
+            return {n: jnp.squeeze(v, axes[n]) for n, v in z.items()}, accept
+
+        def one_particle(key, z):
+            z = {n: jnp.moveaxis(v, axes[n], 0) for n, v in z.items()}
+            index = batch[plate]
+            keys = random.split(key, index.shape[0])
+            z, accept = jax.vmap(one_point)(keys, z, index)
+            return {n: jnp.moveaxis(v, 0, axes[n]) for n, v in z.items()}, accept
+
         keys = random.split(key, self.num_particles)
-        particles, accept = jax.vmap(chain)(keys, particles)
+        particles, accept = jax.vmap(one_particle)(keys, particles)
         return particles, {"accept_prob": accept.mean()}
 
     def _move(self, key, state, args, kwargs):
