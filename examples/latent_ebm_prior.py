@@ -97,6 +97,7 @@ def main(args):
         ),
         step_size=args.posterior_step_size,
         num_langevin_steps=args.posterior_steps,
+        adjusted=args.adjusted,
     )
     start = time.perf_counter()
     result = soul.run(
@@ -113,6 +114,9 @@ def main(args):
         f"SOUL, {args.num_steps} iterations of {args.posterior_steps} posterior "
         f"Langevin steps on {args.batch_size} of {x.shape[0]} images: {elapsed:.1f} s"
     )
+    if args.adjusted:
+        accept = np.asarray(result.history["accept_prob"])
+        print(f"posterior MALA acceptance: {accept[len(accept) // 2 :].mean():.2f}")
     print(
         f"log p(x, z) per image: {log_joint[: max(1, len(log_joint) // 10)].mean():.1f}"
         f" over the first tenth, {log_joint[-len(log_joint) // 10 :].mean():.1f} "
@@ -154,6 +158,11 @@ if __name__ == "__main__":
     parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--posterior-steps", type=int, default=20)
     parser.add_argument("--posterior-step-size", type=float, default=0.005)
+    parser.add_argument(
+        "--adjusted",
+        action="store_true",
+        help="MALA posterior moves (one accept/reject per image)",
+    )
     parser.add_argument("--prior-steps", type=int, default=60)
     parser.add_argument("--prior-step-size", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)

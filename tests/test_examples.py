@@ -50,6 +50,7 @@ EXAMPLES = {
         "5",
         "--posterior-steps",
         "2",
+        "--adjusted",
     ],
     "vae_digits.py": [
         "--num-steps",
