@@ -13,9 +13,16 @@ takes one Adam step on ``(alpha, beta)`` with Fisher's identity. The prior's
 ``contrastive=True`` term supplies ``E_{p_alpha}[grad E_alpha]`` from short-run
 prior chains, so the energy is trained by the same gradient as the generator.
 
+The same generator with a ``N(0, I)`` prior is trained alongside. Both are
+scored on held-out images (1350-1796; training uses the first 1000) by the
+importance-sampled negative log-likelihood: posterior chains on the test
+images (SOUL with the parameters frozen, MALA moves) give each image a
+Gaussian proposal, and :func:`numpyro_ebm.importance_log_likelihood` does the
+rest (the EBM's ``log Z`` estimated from its base).
+
 Written to ``--out``: samples (prior chains pushed through the generator),
 reconstructions of training images from their posterior particles, and the
-log-joint trace.
+log-joint traces.
 
     python examples/latent_ebm_prior.py --num-steps 3000
 """
@@ -46,30 +53,33 @@ from numpyro_ebm.plots import plot_image_grid
 LEVELS = 16
 
 
-def make_model(args):
+def make_model(args, prior):
     rngs = nnx.Rngs(args.seed)
     decoder_net = ne.nn.MLPDecoder(args.latent_dim, 64, (args.hidden,), rngs=rngs)
     energy_net = ne.nn.EnergyMLP(args.latent_dim, (args.energy_hidden,) * 2, rngs=rngs)
     base = dist.Normal(jnp.zeros(args.latent_dim), 1.0).to_event(1)
 
-    def model(x, batch_size=None):
+    def model(x, batch_size=None, contrastive=True):
         decoder = nnx_module("decoder", decoder_net)
-        net = nnx_module("energy", energy_net)
+        if prior == "gaussian":
+            prior_dist = base
+        else:
+            net = nnx_module("energy", energy_net)
 
-        def energy(z):  # a bounded tilt of the base: |E| <= max_tilt
-            return args.max_tilt * jnp.tanh(net(z) / args.max_tilt)
+            def energy(z):  # a bounded tilt of the base: |E| <= max_tilt
+                return args.max_tilt * jnp.tanh(net(z) / args.max_tilt)
 
-        prior = ne.EnergyDistribution(
-            energy,
-            (args.latent_dim,),
-            base,
-            num_steps=args.prior_steps,
-            step_size=args.prior_step_size,
-            contrastive=True,
-            num_contrastive_samples=args.batch_size,
-        )
+            prior_dist = ne.EnergyDistribution(
+                energy,
+                (args.latent_dim,),
+                base,
+                num_steps=args.prior_steps,
+                step_size=args.prior_step_size,
+                contrastive=contrastive,
+                num_contrastive_samples=args.batch_size,
+            )
         with numpyro.plate("data", x.shape[0], subsample_size=batch_size):
-            z = numpyro.sample("z", prior)
+            z = numpyro.sample("z", prior_dist)
             numpyro.sample(
                 "x",
                 dist.BinomialLogits(decoder(z), total_count=LEVELS).to_event(1),
@@ -79,17 +89,7 @@ def make_model(args):
     return model
 
 
-def decode(model, params, x, z):
-    """Prior draws of the trained model (``z=None``) or decoded ``z``."""
-    data = dict(params) if z is None else {**params, "z": z}
-    tr = trace(seed(substitute(model, data=data), jax.random.key(3))).get_trace(x)
-    return tr["z"]["value"], tr["x"]["fn"].mean
-
-
-def main(args):
-    images, _ = load_digits()
-    x = jnp.asarray(np.rint(images * LEVELS), jnp.float32)[: args.num_data]
-    model = make_model(args)
+def train(args, model, x):
     soul = ne.SOUL(
         model,
         optax.adam(
@@ -108,39 +108,120 @@ def main(args):
         progress_bar=not args.no_progress_bar,
     )
     jax.block_until_ready(result.params)
-    elapsed = time.perf_counter() - start
-    log_joint = np.asarray(result.history["log_joint"]) / x.shape[0]
-    print(
-        f"SOUL, {args.num_steps} iterations of {args.posterior_steps} posterior "
-        f"Langevin steps on {args.batch_size} of {x.shape[0]} images: {elapsed:.1f} s"
+    return result, time.perf_counter() - start
+
+
+def test_nll(args, model, params, x_test):
+    """Per-image NLL (nats) by importance sampling around posterior chains."""
+    # posterior particles for the test images: SOUL with the parameters frozen
+    chains = ne.SOUL(
+        model,
+        optax.set_to_zero(),
+        step_size=args.posterior_step_size,
+        num_langevin_steps=args.posterior_steps,
+        num_particles=args.num_eval_particles,
+        adjusted=True,
     )
-    if args.adjusted:
-        accept = np.asarray(result.history["accept_prob"])
-        print(f"posterior MALA acceptance: {accept[len(accept) // 2 :].mean():.2f}")
-    print(
-        f"log p(x, z) per image: {log_joint[: max(1, len(log_joint) // 10)].mean():.1f}"
-        f" over the first tenth, {log_joint[-len(log_joint) // 10 :].mean():.1f} "
-        "over the last"
+    state = chains.init(jax.random.key(1), x_test, batch_size=args.batch_size)
+    state = state._replace(params=params)  # all parameters are unconstrained
+    steps = args.num_eval_steps
+    z = chains.run(
+        jax.random.key(2),
+        steps,
+        x_test,
+        batch_size=args.batch_size,
+        init_state=state,
+        progress_bar=not args.no_progress_bar,
+    ).particles["z"]  # (particles, images, latent_dim)
+    loc, scale = z.mean(0), 1.5 * z.std(0) + 1e-3  # a widened Gaussian proposal
+
+    def guide(x, batch_size=None, contrastive=True):
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    return -ne.importance_log_likelihood(
+        jax.random.key(3),
+        model,
+        guide,
+        params,
+        x_test,
+        num_samples=args.num_is_samples,
+        batch_size=100,
+        contrastive=False,
+        log_normalizers="estimate",
     )
 
+
+def decode(model, params, x, z):
+    """Prior draws of the trained model (``z=None``) or decoded ``z``."""
+    data = dict(params) if z is None else {**params, "z": z}
+    tr = trace(seed(substitute(model, data=data), jax.random.key(3))).get_trace(x)
+    return tr["z"]["value"], tr["x"]["fn"].mean
+
+
+def _se(values):
+    return float(np.std(values) / np.sqrt(len(values)))
+
+
+def main(args):
+    images, _ = load_digits()
+    x = jnp.asarray(np.rint(images * LEVELS), jnp.float32)
+    x_train, x_test = x[: args.num_data], x[1350:][: args.num_test]
     os.makedirs(args.out, exist_ok=True)
-    z = result.particles["z"][0]  # the persistent posterior particles
-    _, recon = decode(model, result.params, x[:64], z[:64])
-    _, samples = decode(model, result.params, x[:64], None)
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    for ax, (title, imgs) in zip(
-        axes,
-        (("samples", samples), ("training images", x[:64]), ("reconstructions", recon)),
-        strict=True,
-    ):
-        plot_image_grid(imgs, (8, 8), ax=ax, title=title, vmin=0, vmax=LEVELS)
+    results = {}
+    for prior in ("ebm", "gaussian"):
+        model = make_model(args, prior)
+        result, elapsed = train(args, model, x_train)
+        log_joint = np.asarray(result.history["log_joint"]) / x_train.shape[0]
+        tenth = max(1, len(log_joint) // 10)
+        print(
+            f"{prior} prior: SOUL, {args.num_steps} iterations of "
+            f"{args.posterior_steps} posterior Langevin steps on {args.batch_size} "
+            f"of {x_train.shape[0]} images: {elapsed:.1f} s; log p(x, z) per image "
+            f"{log_joint[:tenth].mean():.1f} over the first tenth, "
+            f"{log_joint[-tenth:].mean():.1f} over the last"
+        )
+        if args.adjusted:
+            accept = np.asarray(result.history["accept_prob"])
+            print(
+                f"   posterior MALA acceptance {accept[len(accept) // 2 :].mean():.2f}"
+            )
+        nll = test_nll(args, model, result.state.params, x_test)
+        print(
+            f"   test NLL {nll.mean():.2f} ± {_se(nll):.2f} nats per image "
+            f"({x_test.shape[0]} held-out images, {args.num_is_samples} "
+            "importance samples)"
+        )
+        results[prior] = (model, result, log_joint, nll)
+    gain = results["gaussian"][3] - results["ebm"][3]
+    print(
+        f"the EBM prior lowers the test NLL by {gain.mean():.2f} ± {_se(gain):.2f} "
+        "nats per image (paired)"
+    )
+    plot(args, results, x_train)
+
+
+def plot(args, results, x):
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+    for row, (prior, (model, result, _, _)) in enumerate(results.items()):
+        z = result.particles["z"][0]  # the persistent posterior particles
+        panels = (
+            ("samples", decode(model, result.params, x[:64], None)[1]),
+            ("training images", x[:64]),
+            ("reconstructions", decode(model, result.params, x[:64], z[:64])[1]),
+        )
+        for ax, (title, imgs) in zip(axes[row], panels, strict=True):
+            plot_image_grid(imgs, (8, 8), ax=ax, vmin=0, vmax=LEVELS)
+            ax.set_title(f"{prior} prior: {title}", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_samples.png"), dpi=100)
     fig, ax = plt.subplots(figsize=(5, 3.4))
-    ax.plot(log_joint)
+    for prior, (_, _, log_joint, _) in results.items():
+        ax.plot(log_joint, label=f"{prior} prior", alpha=0.8)
     ax.set_xlabel("SOUL iteration")
     ax.set_ylabel("log p(x, z) per image (mini-batch)")
-    ax.set_ylim(bottom=np.percentile(log_joint, 5))
+    ax.set_ylim(bottom=np.percentile(results["ebm"][2], 5))
+    ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_trace.png"), dpi=100)
     print(f"figures written to {args.out}/")
@@ -150,6 +231,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-steps", type=int, default=3000)
     parser.add_argument("--num-data", type=int, default=1000)
+    parser.add_argument("--num-test", type=int, default=447)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--latent-dim", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=256)
@@ -161,10 +243,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--adjusted",
         action="store_true",
-        help="MALA posterior moves (one accept/reject per image)",
+        help="MALA posterior moves in training (one accept/reject per image)",
     )
     parser.add_argument("--prior-steps", type=int, default=60)
     parser.add_argument("--prior-step-size", type=float, default=0.05)
+    parser.add_argument("--num-eval-particles", type=int, default=16)
+    parser.add_argument("--num-eval-steps", type=int, default=300)
+    parser.add_argument("--num-is-samples", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="examples/out")
     parser.add_argument("--no-progress-bar", action="store_true")
