@@ -35,6 +35,7 @@ References:
 """
 
 import functools
+import math
 
 import numpy as np
 
@@ -511,16 +512,38 @@ def grid_log_likelihood(energy_fn, data, bounds, num_grid=256) -> Array:
 # --------------------------------------------------- importance-sampled marginal
 
 
-def _unwrap(fn):
-    from numpyro.distributions import (
-        ExpandedDistribution,
-        Independent,
-        MaskedDistribution,
-    )
+def _energy_part(fn):
+    """The EnergyDistribution inside ``fn``'s wrappers, or ``None``; and the
+    mask of any masking wrapper on the way."""
+    from numpyro_ebm.distributions import EnergyDistribution
 
-    while isinstance(fn, (ExpandedDistribution, Independent, MaskedDistribution)):
+    mask = True
+    while not isinstance(fn, EnergyDistribution) and hasattr(fn, "base_dist"):
+        if hasattr(fn, "_mask"):  # MaskedDistribution
+            mask = jnp.logical_and(mask, fn._mask)
         fn = fn.base_dist
-    return fn
+    return (fn if isinstance(fn, EnergyDistribution) else None), mask
+
+
+def _site_log_prob(name, site, log_normalizers):
+    """A site's log density per batch element, normalised if it is an energy."""
+    fn = site["fn"]
+    log_prob = fn.log_prob(site["value"])
+    energy, mask = _energy_part(fn)
+    if energy is not None:
+        if name not in log_normalizers:
+            raise ValueError(
+                f"sample site '{name}' has an unnormalised density "
+                "(EnergyDistribution): pass log_normalizers="
+                f"{{'{name}': log_z}}, e.g. from its log_normalizer(), or "
+                "log_normalizers='estimate'."
+            )
+        # each element of log_prob sums this many draws of the energy's law
+        count = math.prod(fn.event_shape) // max(1, math.prod(energy.event_shape))
+        log_prob = log_prob - count * jnp.where(mask, log_normalizers[name], 0.0)
+    if site.get("mask") is not None:  # numpyro.handlers.mask
+        log_prob = jnp.where(site["mask"], log_prob, 0.0)
+    return log_prob
 
 
 def _per_datum(name, site, log_prob, data_plate):
@@ -528,11 +551,12 @@ def _per_datum(name, site, log_prob, data_plate):
     if not frames:
         raise ValueError(
             f"sample site '{name}' lies outside the plate '{data_plate}': the "
-            "marginal likelihood per data point needs every latent site local to "
-            "the data plate."
+            "marginal likelihood per data point needs every latent and observed "
+            "site inside the data plate."
         )
-    if site.get("scale") is not None and not (
-        isinstance(site["scale"], (int, float)) and site["scale"] == 1
+    scale = site.get("scale")
+    if scale is not None and not (
+        _is_concrete(scale) and bool(np.all(np.asarray(scale) == 1))
     ):
         raise ValueError(
             f"sample site '{name}' is scaled (a subsampled plate or "
@@ -579,8 +603,10 @@ def importance_log_likelihood(
         num_samples: importance samples ``S`` per data point.
         data_plate: name of the data plate (found automatically when the
             observed sites share exactly one plate).
-        log_normalizers: ``{site name: log Z}`` for unnormalised sites, or
-            ``"estimate"``.
+        log_normalizers: ``{site name: log Z}`` for unnormalised sites (the
+            ``log Z`` of one draw of the site's EnergyDistribution; it is
+            counted once per draw inside each element, e.g. ``k`` times under
+            ``.to_event`` of ``k`` draws), or ``"estimate"``.
         batch_size: importance samples evaluated at once (memory bound);
             default all.
 
@@ -589,7 +615,8 @@ def importance_log_likelihood(
 
     Raises:
         ValueError: a site outside the data plate, a scaled (subsampled) site,
-            or an unnormalised prior without its ``log Z``.
+            a latent without a guide site, or an unnormalised prior without its
+            ``log Z``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -611,10 +638,7 @@ def importance_log_likelihood(
         Burda, Grosse & Salakhutdinov (2016), *Importance weighted
         autoencoders*, ICLR.
     """
-    from numpyro.distributions import Distribution
     from numpyro.handlers import replay, seed, substitute, trace
-
-    from numpyro_ebm.distributions import EnergyDistribution
 
     if not (isinstance(num_samples, int) and num_samples >= 1):
         raise ValueError(
@@ -627,12 +651,18 @@ def importance_log_likelihood(
         if log_normalizers != "estimate":
             raise ValueError("`log_normalizers` must be a dict or 'estimate'.")
         tr = trace(seed(model, key_z)).get_trace(*args, **kwargs)
-        log_normalizers = {
-            name: _unwrap(site["fn"]).log_normalizer(key_z)[0]
-            for name, site in tr.items()
-            if site["type"] == "sample"
-            and isinstance(_unwrap(site["fn"]), EnergyDistribution)
-        }
+        log_normalizers = {}
+        for name, site in tr.items():
+            energy = _energy_part(site["fn"])[0] if site["type"] == "sample" else None
+            if energy is None:
+                continue
+            if energy.batch_shape:
+                raise ValueError(
+                    f"site '{name}': 'estimate' needs an EnergyDistribution without "
+                    "batch_shape (let plates and .expand() batch it); pass its "
+                    "log_normalizers explicitly."
+                )
+            log_normalizers[name] = energy.log_normalizer(key_z)[0]
     log_normalizers = dict(log_normalizers or {})
 
     def log_weights(key):
@@ -654,23 +684,27 @@ def importance_log_likelihood(
                     f"{sorted(common or [])}: pass data_plate=..."
                 )
             (plate,) = common
+        for name, site in model_tr.items():
+            if (
+                site["type"] == "sample"
+                and not site["is_observed"]
+                and name not in guide_tr
+            ):
+                raise ValueError(
+                    f"latent site '{name}' has no site in the guide: the importance "
+                    "weights need the proposal density of every latent."
+                )
         total = 0.0
-        for tr, sign in ((model_tr, 1.0), (guide_tr, -1.0)):
-            for name, site in tr.items():
-                if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
-                    continue
-                fn = site["fn"]
-                log_prob = fn.log_prob(site["value"])
-                if sign > 0 and name in log_normalizers:
-                    log_prob = log_prob - log_normalizers[name]
-                elif sign > 0 and isinstance(_unwrap(fn), EnergyDistribution):
-                    raise ValueError(
-                        f"sample site '{name}' has an unnormalised density "
-                        "(EnergyDistribution): pass log_normalizers="
-                        f"{{'{name}': log_z}}, e.g. from its log_normalizer()."
-                    )
-                assert isinstance(fn, Distribution)
-                total = total + sign * _per_datum(name, site, log_prob, plate)
+        for name, site in model_tr.items():
+            if site["type"] == "sample":
+                log_prob = _site_log_prob(name, site, log_normalizers)
+                total = total + _per_datum(name, site, log_prob, plate)
+        for name, site in guide_tr.items():
+            if site["type"] == "sample" and not site["is_observed"]:
+                log_q = site["fn"].log_prob(site["value"])
+                if site.get("mask") is not None:
+                    log_q = jnp.where(site["mask"], log_q, 0.0)
+                total = total - _per_datum(name, site, log_q, plate)
         return total
 
     keys = jax.random.split(rng_key, num_samples)

@@ -1,6 +1,8 @@
 """Plots for 2-D energies, images and training runs (needs matplotlib: the
 ``examples`` extra)."""
 
+import math
+
 import numpy as np
 
 import jax.numpy as jnp
@@ -128,9 +130,20 @@ def plot_image_grid(
         >>> ax.images[0].get_array().shape
         (32, 32)
     """
-    plt = _pyplot()
+    if len(tuple(image_shape)) != 2:
+        raise ValueError(
+            f"`image_shape` must be (height, width) of a grey-level image, got "
+            f"{image_shape!r}."
+        )
     h, w = image_shape
-    images = np.asarray(images).reshape(-1, h, w)[: rows * rows]
+    images = np.asarray(images)
+    if images.ndim < 2 or math.prod(images.shape[1:]) != h * w:
+        raise ValueError(
+            f"`images` must have shape (n, {h * w}) or (n, {h}, {w}), got "
+            f"{images.shape}."
+        )
+    plt = _pyplot()
+    images = images.reshape(-1, h, w)[: rows * rows]
     blank = np.full((h, w), np.nan)
     tiles = [images[i] if i < len(images) else blank for i in range(rows * rows)]
     grid = np.block([[tiles[r * rows + c] for c in range(rows)] for r in range(rows)])

@@ -126,3 +126,72 @@ def test_subsampled_or_global_sites_are_refused():
         ne.importance_log_likelihood(
             jax.random.key(0), global_model, global_guide, {}, X
         )
+
+
+def test_wrapped_energy_priors_are_normalised_per_draw():
+    # an energy prior seen through a transform, or several draws under
+    # .to_event: log Z is found inside the wrappers and counted per draw
+    from numpyro.distributions.transforms import AffineTransform
+
+    x = X[:50]
+    base = dist.Normal(jnp.zeros(1), 1.0).to_event(1)
+    prior = ne.EnergyDistribution(lambda v: 1.5 * jnp.sum(v**2, -1), (1,), base)
+
+    def transformed(x):  # z = 2 u, u ~ N(0, 1/4): z ~ N(0, 1)
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample(
+                "z", dist.TransformedDistribution(prior, AffineTransform(0.0, 2.0))
+            )
+            numpyro.sample("x", dist.Normal(z[..., 0], 1.0), obs=x)
+
+    def guide(x):
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("z", dist.Normal(0.5 * x[:, None], 0.8).to_event(1))
+
+    ll = ne.importance_log_likelihood(
+        jax.random.key(0),
+        transformed,
+        guide,
+        {},
+        x,
+        num_samples=4000,
+        log_normalizers="estimate",
+    )
+    exact = dist.Normal(0.0, np.sqrt(2.0)).log_prob(x)
+    assert abs(float(jnp.mean(ll - exact))) < 0.02
+
+    def three_draws(x):  # three independent N(0, 1/4) draws, the first observed
+        with numpyro.plate("data", x.shape[0]):
+            z = numpyro.sample("z", prior.expand([3]).to_event(1))
+            numpyro.sample("x", dist.Normal(z[..., 0, 0], 1.0), obs=x)
+
+    def guide3(x):
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("z", dist.Normal(jnp.zeros((3, 1)), 0.6).to_event(2))
+
+    ll = ne.importance_log_likelihood(
+        jax.random.key(0),
+        three_draws,
+        guide3,
+        {},
+        x,
+        num_samples=4000,
+        log_normalizers="estimate",
+    )
+    exact = dist.Normal(0.0, np.sqrt(1.25)).log_prob(x)
+    assert abs(float(jnp.mean(ll - exact))) < 0.02
+
+
+def test_a_latent_missing_from_the_guide_is_refused():
+    def model(x):
+        with numpyro.plate("data", x.shape[0]):
+            u = numpyro.sample("u", dist.Normal(0.0, 1.0))
+            z = numpyro.sample("z", dist.Normal(u, 1.0))
+            numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        with numpyro.plate("data", x.shape[0]):
+            numpyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="latent site 'u' has no site in the guide"):
+        ne.importance_log_likelihood(jax.random.key(0), model, guide, {}, X)

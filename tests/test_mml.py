@@ -431,7 +431,7 @@ def test_soul_with_mala_samples_the_exact_local_posteriors():
         with numpyro.plate("data", y.shape[0], subsample_size=subsample_size):
             numpyro.sample("y", dist.Normal(z, 1.0), obs=numpyro.subsample(y, 0))
 
-    with pytest.raises(ValueError, match="every latent site local"):
+    with pytest.raises(ValueError, match="every latent site local to it"):
         ne.SOUL(global_model, step_size=0.1, adjusted=True).run(
             jax.random.key(0), 5, y, subsample_size=k, progress_bar=False
         )
@@ -456,9 +456,10 @@ def test_history_records_small_parameters_unless_told():
         pgd.run(jax.random.key(0), 5, 1.0, progress_bar=False, trace_params=["w"])
 
 
-def test_latent_moves_skip_the_contrastive_prior_chains():
-    # the contrastive term has value 0 and no gradient in z: latent moves drop
-    # it (no prior chains run), the parameter gradient keeps it
+def test_mala_potentials_can_skip_the_contrastive_prior_chains():
+    # the contrastive term has value 0 and here no gradient in z: the
+    # Metropolis-adjusted potentials drop it (no prior chains run); the
+    # parameter gradient keeps it
     y = jnp.linspace(-1.0, 3.0, 30)
     estimator = ne.PGD(_energy_prior_model(contrastive=True), 0.01, 3)
     state = estimator.init(jax.random.key(0), y)
@@ -512,3 +513,23 @@ def test_soul_trains_an_energy_prior_on_mini_batches():
     assert float(result.history["accept_prob"].mean()) > 0.7
     for name in ("mu", "s"):
         assert abs(float(result.params[name]) - mle[name]) < 0.1, (name, result.params)
+
+
+def test_mala_refuses_a_second_subsampled_plate():
+    # an inner observation plate subsampled too would make each point's density
+    # a mini-batch estimate: Metropolis-Hastings would target a noisy density
+    y = jnp.ones((40, 10))
+
+    def model(y, n=None, m=None):
+        theta = numpyro.param("theta", 0.0)
+        with numpyro.plate("points", 40, subsample_size=n, dim=-2):
+            x = numpyro.sample("x", dist.Normal(theta, 1.0))
+            with numpyro.plate("obs", 10, subsample_size=m, dim=-1):
+                obs = numpyro.subsample(y, event_dim=0)
+                numpyro.sample("y", dist.Normal(x, 1.0), obs=obs)
+
+    soul = ne.SOUL(model, step_size=0.1, adjusted=True)
+    with pytest.raises(ValueError, match="one subsampled plate"):
+        soul.run(jax.random.key(0), 2, y, n=10, m=5, progress_bar=False)
+    # with the observation plate whole it runs
+    soul.run(jax.random.key(0), 2, y, n=10, progress_bar=False)

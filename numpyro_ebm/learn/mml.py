@@ -146,9 +146,10 @@ def _without_contrastive(fn):
 
 
 class _no_contrastive(Messenger):
-    """Drop the contrastive terms of energy priors (value 0, gradient only in
-    the energy's parameters): latent moves need neither, and skipping them
-    saves the prior chains that estimate them."""
+    """Drop the contrastive terms of energy priors (value 0; their gradient is
+    in the energy's parameters, or in latents the energy depends on). The
+    Metropolis-adjusted moves use it: their acceptance needs values only, and
+    skipping the terms saves the prior chains that estimate them."""
 
     def process_message(self, msg):
         if msg["type"] == "sample" and msg.get("fn") is not None:
@@ -673,7 +674,10 @@ class SOUL(_Estimator):
         learning_rate: ``c`` of the default schedule.
         burn_in: iterations left out of the weighted average.
         adjusted: Metropolis-adjust the latent moves (MALA instead of ULA);
-            the history then has their ``accept_prob``.
+            the history then has their ``accept_prob``. Needs computable
+            densities of the latents: with subsampling, one subsampled plate
+            holding every latent (each data point then accepts on its own); no
+            energy prior whose energy depends on another latent.
         init_strategy: NumPyro init strategy for the chains.
 
     Example:
@@ -737,7 +741,7 @@ class SOUL(_Estimator):
         def body(particles, key):
             key_move, key_model = random.split(key)
             _, _, grad_latents = self._gradients(
-                params, particles, args, kwargs, key_model, batch, contrastive=False
+                params, particles, args, kwargs, key_model, batch
             )
             return self._langevin_particles(
                 key_move, particles, grad_latents, self.step_size
@@ -756,15 +760,22 @@ class SOUL(_Estimator):
         latents are a chain of their own, with their own accept/reject (the
         model run on that one index, its log density divided by the plate's
         ``size``), so the acceptance does not fall with the batch size.
+
+        The densities leave out the contrastive terms of energy priors (their
+        value is 0 and they only carry parameter gradients). An energy that
+        depends on another latent has a normaliser that depends on it too,
+        which no computable density includes: use ULA for such models.
         """
         spec = self._spec
         plates = {plate for plate, _ in spec.local_axes.values()}
-        if spec.plates and (len(spec.local_axes) < len(particles) or len(plates) > 1):
+        if spec.plates and (
+            len(spec.local_axes) < len(particles) or len(spec.plates) > 1
+        ):
             raise ValueError(
-                "adjusted=True with a subsampled plate needs every latent site "
-                "local to that plate: a global latent's density is only "
-                "estimated from the mini-batch, which Metropolis-Hastings cannot "
-                "use. Use adjusted=False (ULA)."
+                "adjusted=True with subsampling needs one subsampled plate and "
+                "every latent site local to it: otherwise the density of the moved "
+                "latents is only estimated from a mini-batch, which "
+                "Metropolis-Hastings cannot use. Use adjusted=False (ULA)."
             )
         key_model, key = random.split(key)
 

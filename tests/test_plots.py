@@ -1,0 +1,17 @@
+"""Plots."""
+
+import numpy as np
+import pytest
+
+from numpyro_ebm.plots import plot_image_grid
+
+
+def test_image_grid_tiles_in_order_and_refuses_other_shapes():
+    images = np.arange(4 * 6, dtype=float).reshape(4, 6)  # four 2 x 3 images
+    grid = plot_image_grid(images, (2, 3), rows=2).images[0].get_array()
+    np.testing.assert_array_equal(grid[:2, 3:], images[1].reshape(2, 3))
+    np.testing.assert_array_equal(grid[2:, :3], images[2].reshape(2, 3))
+    with pytest.raises(ValueError, match="image_shape"):
+        plot_image_grid(images, (2, 3, 1))
+    with pytest.raises(ValueError, match="must have shape"):
+        plot_image_grid(np.zeros((4, 2, 3, 3)), (2, 3))  # colour images
