@@ -38,55 +38,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import jax
-import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
 import optax
-from flax import nnx
-from numpyro.contrib.module import nnx_module
 from numpyro.handlers import seed, substitute, trace
 
 import numpyro_ebm as ne
-from numpyro_ebm.datasets import load_digits
 from numpyro_ebm.plots import plot_image_grid
 
-LEVELS = 16
-
-
-def make_model(args, prior):
-    rngs = nnx.Rngs(args.seed)
-    decoder_net = ne.nn.MLPDecoder(args.latent_dim, 64, (args.hidden,), rngs=rngs)
-    energy_net = ne.nn.EnergyMLP(args.latent_dim, (args.energy_hidden,) * 2, rngs=rngs)
-    base = dist.Normal(jnp.zeros(args.latent_dim), 1.0).to_event(1)
-
-    def model(x, batch_size=None, contrastive=True):
-        decoder = nnx_module("decoder", decoder_net)
-        if prior == "gaussian":
-            prior_dist = base
-        else:
-            net = nnx_module("energy", energy_net)
-
-            def energy(z):  # a bounded tilt of the base: |E| <= max_tilt
-                return args.max_tilt * jnp.tanh(net(z) / args.max_tilt)
-
-            prior_dist = ne.EnergyDistribution(
-                energy,
-                (args.latent_dim,),
-                base,
-                num_steps=args.prior_steps,
-                step_size=args.prior_step_size,
-                contrastive=contrastive,
-                num_contrastive_samples=args.batch_size,
-            )
-        with numpyro.plate("data", x.shape[0], subsample_size=batch_size):
-            z = numpyro.sample("z", prior_dist)
-            numpyro.sample(
-                "x",
-                dist.BinomialLogits(decoder(z), total_count=LEVELS).to_event(1),
-                obs=numpyro.subsample(x, event_dim=1),
-            )
-
-    return model
+from digits_model import LEVELS, add_arguments, load_counts, make_generator
 
 
 def train(args, model, x):
@@ -164,13 +124,12 @@ def _se(values):
 
 
 def main(args):
-    images, _ = load_digits()
-    x = jnp.asarray(np.rint(images * LEVELS), jnp.float32)
+    x = load_counts()
     x_train, x_test = x[: args.num_data], x[1350:][: args.num_test]
     os.makedirs(args.out, exist_ok=True)
     results = {}
     for prior in ("ebm", "gaussian"):
-        model = make_model(args, prior)
+        model = make_generator(args, prior)
         result, elapsed = train(args, model, x_train)
         log_joint = np.asarray(result.history["log_joint"]) / x_train.shape[0]
         tenth = max(1, len(log_joint) // 10)
@@ -232,12 +191,6 @@ if __name__ == "__main__":
     parser.add_argument("--num-steps", type=int, default=3000)
     parser.add_argument("--num-data", type=int, default=1000)
     parser.add_argument("--num-test", type=int, default=447)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--latent-dim", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--energy-hidden", type=int, default=64)
-    parser.add_argument("--max-tilt", type=float, default=4.0)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
     parser.add_argument("--posterior-steps", type=int, default=20)
     parser.add_argument("--posterior-step-size", type=float, default=0.005)
     parser.add_argument(
@@ -245,12 +198,8 @@ if __name__ == "__main__":
         action="store_true",
         help="MALA posterior moves in training (one accept/reject per image)",
     )
-    parser.add_argument("--prior-steps", type=int, default=60)
-    parser.add_argument("--prior-step-size", type=float, default=0.05)
     parser.add_argument("--num-eval-particles", type=int, default=16)
     parser.add_argument("--num-eval-steps", type=int, default=300)
     parser.add_argument("--num-is-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    add_arguments(parser)
     main(parser.parse_args())

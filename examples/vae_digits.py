@@ -42,51 +42,18 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer import SVI, Trace_ELBO
 
 import numpyro_ebm as ne
-from numpyro_ebm.datasets import load_digits
 from numpyro_ebm.plots import plot_image_grid
 
-LEVELS = 16  # digits' grey levels are 0..16
+from digits_model import LEVELS, add_arguments, load_counts, make_generator
 
 
 def make_vae(args, prior):
-    rngs = nnx.Rngs(args.seed)
-    encoder_net = ne.nn.GaussianEncoder(64, args.latent_dim, (args.hidden,), rngs=rngs)
-    decoder_net = ne.nn.MLPDecoder(args.latent_dim, 64, (args.hidden,), rngs=rngs)
-    energy_net = (
-        ne.nn.EnergyMLP(args.latent_dim, (args.energy_hidden,) * 2, rngs=rngs)
-        if prior == "ebm"
-        else None
+    model = make_generator(args, prior)
+    encoder_net = ne.nn.GaussianEncoder(
+        64, args.latent_dim, (args.hidden,), rngs=nnx.Rngs(args.seed + 1)
     )
-    base = dist.Normal(jnp.zeros(args.latent_dim), 1.0).to_event(1)
 
-    def model(x, batch_size=None, training=True):
-        decoder = nnx_module("decoder", decoder_net)
-        if energy_net is None:
-            prior_dist = base
-        else:
-            net = nnx_module("energy", energy_net)
-
-            def energy(z):  # a bounded tilt of the base: |E| <= max_tilt
-                return args.max_tilt * jnp.tanh(net(z) / args.max_tilt)
-
-            prior_dist = ne.EnergyDistribution(
-                energy,
-                (args.latent_dim,),
-                base,
-                num_steps=args.prior_steps,
-                step_size=args.prior_step_size,
-                contrastive=training,
-                num_contrastive_samples=args.batch_size,
-            )
-        with numpyro.plate("data", x.shape[0], subsample_size=batch_size):
-            z = numpyro.sample("z", prior_dist)
-            numpyro.sample(
-                "x",
-                dist.BinomialLogits(decoder(z), total_count=LEVELS).to_event(1),
-                obs=numpyro.subsample(x, event_dim=1),
-            )
-
-    def guide(x, batch_size=None, training=True):
+    def guide(x, batch_size=None, contrastive=True):
         encoder = nnx_module("encoder", encoder_net)
         with numpyro.plate("data", x.shape[0], subsample_size=batch_size):
             loc, scale = encoder(numpyro.subsample(x, event_dim=1) / LEVELS)
@@ -120,7 +87,7 @@ def train(args, prior, x_train, x_val):
             params,
             x_val,
             num_samples=1,
-            training=False,
+            contrastive=False,
             log_normalizers=(
                 {"z": prior_log_z(model, params, key, log_z_samples)[0]}
                 if prior == "ebm"
@@ -148,7 +115,7 @@ def prior_log_z(model, params, key, num_samples):
     """log Z of the trained energy prior and its standard error (importance
     sampling from its base)."""
     tr = trace(seed(substitute(model, data=params), key)).get_trace(
-        jnp.zeros((1, 64)), training=False
+        jnp.zeros((1, 64)), contrastive=False
     )
     return tr["z"]["fn"].base_dist.log_normalizer(key, num_samples)
 
@@ -157,7 +124,7 @@ def decode_mean(model, params, z):
     """Mean image LEVELS * sigmoid(decoder(z)) of the trained model."""
     tr = trace(
         seed(substitute(model, data={**params, "z": z}), jax.random.key(0))
-    ).get_trace(jnp.zeros((z.shape[0], 64)), training=False)
+    ).get_trace(jnp.zeros((z.shape[0], 64)), contrastive=False)
     return tr["x"]["fn"].mean
 
 
@@ -171,7 +138,7 @@ def negative_log_likelihood(model, guide, params, data, num_samples, log_z=None)
         data,
         num_samples=num_samples,
         batch_size=100,
-        training=False,
+        contrastive=False,
         log_normalizers=None if log_z is None else {"z": log_z},
     )
 
@@ -181,8 +148,7 @@ def _se(values):
 
 
 def main(args):
-    images, _ = load_digits()
-    x = jnp.asarray(np.rint(images * LEVELS), jnp.float32)
+    x = load_counts()
     x_train, x_val, x_test = x[:1000], x[1000:1350], x[1350:]
     os.makedirs(args.out, exist_ok=True)
     results = {}
@@ -251,10 +217,10 @@ def plot(args, results, x_test):
     for row, (prior, r) in enumerate(results.items()):
         model, guide, params = r["model"], r["guide"], r["params"]
         z_prior = trace(seed(substitute(model, data=params), key)).get_trace(
-            x_test[:64], training=False
+            x_test[:64], contrastive=False
         )["z"]["value"]
         z_posterior = trace(seed(substitute(guide, data=params), key)).get_trace(
-            x_test[:64], training=False
+            x_test[:64], contrastive=False
         )["z"]["value"]
         panels = (
             ("samples", decode_mean(model, params, z_prior)),
@@ -274,16 +240,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-steps", type=int, default=6000)
     parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--latent-dim", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--energy-hidden", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--max-tilt", type=float, default=4.0)
-    parser.add_argument("--prior-steps", type=int, default=60)
-    parser.add_argument("--prior-step-size", type=float, default=0.05)
     parser.add_argument("--num-is-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    add_arguments(parser)
     main(parser.parse_args())
