@@ -291,9 +291,7 @@ class _Estimator:
             lp = lp + self._plate_scale(name, batch) * jacobian
         return lp
 
-    def _gradients(
-        self, params_u, particles, args, kwargs, rng_key, batch, contrastive=True
-    ):
+    def _gradients(self, params_u, particles, args, kwargs, rng_key, batch):
         """Per-particle log joints, the particle-averaged parameter gradient and
         the per-particle latent gradients.
 
@@ -304,10 +302,10 @@ class _Estimator:
         """
         per_particle = jax.vmap(
             jax.value_and_grad(self._log_joint, argnums=(0, 1)),
-            in_axes=(None, 0, None, None, None, None, None),
+            in_axes=(None, 0, None, None, None, None),
         )
         lp, (grad_params, grad_latents) = per_particle(
-            params_u, particles, args, kwargs, rng_key, batch, contrastive
+            params_u, particles, args, kwargs, rng_key, batch
         )
         grad_latents = {
             k: g / self._plate_scale(k, batch) for k, g in grad_latents.items()
