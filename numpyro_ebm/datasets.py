@@ -34,7 +34,6 @@ References:
 import dataclasses
 import functools
 import math
-import numbers
 from collections.abc import Callable
 
 import numpy as np
@@ -43,6 +42,8 @@ import jax
 import jax.numpy as jnp
 from jax import random
 from jax.scipy.special import i0e, logsumexp
+
+from numpyro_ebm.core import validation
 
 __all__ = [
     "ToyLaw",
@@ -97,16 +98,7 @@ class ToyLaw:
 
 
 def _check_num_samples(num_samples):
-    if (
-        isinstance(num_samples, bool)
-        or not isinstance(num_samples, numbers.Integral)
-        or num_samples <= 0
-    ):
-        raise ValueError(
-            "`num_samples` must be a positive Python int (static under jax.jit), "
-            f"got {num_samples!r}."
-        )
-    return int(num_samples)
+    return validation.positive_integer("num_samples", num_samples)
 
 
 def _make_sample(draw):

@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from numpyro_ebm.core import validation
+
 __all__ = [
     "kernel_stein_discrepancy",
     "mmd",
@@ -86,9 +88,11 @@ def _as_samples(samples, name: str, *, min_samples: int = 2) -> Array:
     return samples
 
 
-def _check_positive(value, name: str) -> None:
-    if _is_concrete(value) and not float(value) > 0:
-        raise ValueError(f"{name} must be positive; got {value}.")
+def _finite_result(name: str, value, cause: str):
+    """Refuse a non-finite result (when it is concrete) with its likely cause."""
+    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        raise FloatingPointError(f"{name} is not finite ({value}): {cause}")
+    return value
 
 
 def _batch_size(batch_size, num_rows: int, num_cols: int) -> int:
@@ -220,7 +224,7 @@ def kernel_stein_discrepancy(
         discrepancy for goodness-of-fit tests. ICML.
     """
     samples = _as_samples(samples, "samples")
-    _check_positive(c, "c")
+    validation.positive("c", c)
     if _is_concrete(beta) and not -1.0 < float(beta) < 0.0:
         raise ValueError(f"beta must lie in the open interval (-1, 0); got {beta}.")
     n, dim = samples.shape
@@ -231,6 +235,11 @@ def kernel_stein_discrepancy(
         raise ValueError(
             f"score_fn must map samples of shape {samples.shape} to scores of the "
             f"same shape; got {scores.shape}."
+        )
+    if _is_concrete(scores) and not bool(jnp.all(jnp.isfinite(scores))):
+        bad = int(jnp.sum(~jnp.all(jnp.isfinite(scores), axis=1)))
+        raise FloatingPointError(
+            f"score_fn returned non-finite scores at {bad} of the {n} samples."
         )
     dtype = jnp.result_type(samples.dtype, scores.dtype)
     u_stat, v_stat = _ksd_from_scores(
@@ -374,7 +383,7 @@ def mmd(x, y, *, bandwidth=None, unbiased=True, batch_size=None) -> Array:
     batch_size = _batch_size(batch_size, max(m, n), max(m, n))
     dtype = jnp.result_type(x.dtype, y.dtype)
     if bandwidth is not None:
-        _check_positive(bandwidth, "bandwidth")
+        validation.positive("bandwidth", bandwidth)
         bandwidth = jnp.asarray(bandwidth, dtype)
     u_stat, v_stat = _mmd_core(
         x.astype(dtype), y.astype(dtype), bandwidth, batch_size=batch_size
@@ -506,7 +515,12 @@ def grid_log_likelihood(energy_fn, data, bounds, num_grid=256) -> Array:
             f"energy_fn must map points of shape (n, 2) to energies of shape (n,); "
             f"got {data_energies.shape} for data of shape {data.shape}."
         )
-    return jnp.mean(-data_energies) - log_z
+    return _finite_result(
+        "grid_log_likelihood",
+        jnp.mean(-data_energies) - log_z,
+        "energy_fn returned NaN on the grid or at the data, -inf somewhere, or "
+        "+inf at a data point (which then has likelihood zero).",
+    )
 
 
 # --------------------------------------------------- importance-sampled marginal
@@ -640,10 +654,7 @@ def importance_log_likelihood(
     """
     from numpyro.handlers import replay, seed, substitute, trace
 
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(
-            f"`num_samples` must be a positive integer, got {num_samples!r}."
-        )
+    num_samples = validation.positive_integer("num_samples", num_samples)
     model = substitute(model, data=params)
     guide = substitute(guide, data=params)
     rng_key, key_z = jax.random.split(rng_key)
@@ -709,4 +720,14 @@ def importance_log_likelihood(
 
     keys = jax.random.split(rng_key, num_samples)
     log_w = jax.lax.map(log_weights, keys, batch_size=batch_size)
-    return jax.scipy.special.logsumexp(log_w, 0) - np.log(num_samples)
+    if _is_concrete(log_w) and bool(jnp.any(jnp.isnan(log_w))):
+        raise FloatingPointError(
+            f"importance_log_likelihood: {int(jnp.sum(jnp.isnan(log_w)))} importance "
+            "log-weights are NaN (the model or guide density is NaN at a guide "
+            "draw: check the parameters and the guide's support)."
+        )
+    return _finite_result(
+        "importance_log_likelihood",
+        jax.scipy.special.logsumexp(log_w, 0) - np.log(num_samples),
+        "every importance weight of some data point is zero or infinite.",
+    )

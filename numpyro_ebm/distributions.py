@@ -10,24 +10,12 @@ import numpyro.distributions as dist
 from jax import random
 from numpyro.distributions import constraints
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import annealed_langevin, check_sigmas
 from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_step
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
-
-
-def _check_positive(name, value, integer=False):
-    if isinstance(value, jax.core.Tracer):  # a traced value is checked by its user
-        return
-    ok = isinstance(value, int) if integer else True
-    try:
-        ok = ok and float(value) > 0 and math.isfinite(float(value))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        kind = "a positive integer" if integer else "positive and finite"
-        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
 
 
 def _standard_normal(event_shape):
@@ -122,8 +110,8 @@ class EnergyDistribution(dist.Distribution):
             raise ValueError("`energy_fn` must be callable: x -> energies.")
         event_shape = tuple(event_shape)
         batch_shape = tuple(batch_shape)
-        _check_positive("num_steps", num_steps, integer=True)
-        _check_positive("step_size", step_size)
+        num_steps = validation.positive_integer("num_steps", num_steps)
+        validation.positive("step_size", step_size)
         for name, d in (("base_dist", base_dist), ("init_dist", init_dist)):
             if d is not None and tuple(d.event_shape) != event_shape:
                 raise ValueError(
@@ -139,8 +127,8 @@ class EnergyDistribution(dist.Distribution):
         self.adjusted = adjusted
         self.contrastive = contrastive
         if contrastive:
-            _check_positive(
-                "num_contrastive_samples", num_contrastive_samples, integer=True
+            num_contrastive_samples = validation.positive_integer(
+                "num_contrastive_samples", num_contrastive_samples
             )
         self.num_contrastive_samples = num_contrastive_samples
         if contrastive and rng_key is None:
@@ -172,7 +160,17 @@ class EnergyDistribution(dist.Distribution):
         return log_prob
 
     def _unnormalised_log_prob(self, value):
-        log_prob = -self.energy_fn(value)
+        energy = self.energy_fn(value)
+        expected = jnp.shape(value)[: jnp.ndim(value) - len(self.event_shape)]
+        if jnp.shape(energy) != expected:
+            # a broadcast energy silently changes the target (e.g. (n, 1)
+            # against a base density of shape (n,) sums n copies)
+            raise ValueError(
+                f"`energy_fn` must map points of shape {jnp.shape(value)} to "
+                f"energies of shape {expected} (one per point), got "
+                f"{jnp.shape(energy)}."
+            )
+        log_prob = -energy
         if self.base_dist is not None:
             log_prob = log_prob + self.base_dist.log_prob(value)
         return log_prob
@@ -223,7 +221,7 @@ class EnergyDistribution(dist.Distribution):
                 "without one, estimate Z on a grid (grid_log_likelihood) or give "
                 "the energy a base density."
             )
-        _check_positive("num_samples", num_samples, integer=True)
+        num_samples = validation.positive_integer("num_samples", num_samples)
         draws = self.base_dist.expand(self.batch_shape).sample(rng_key, (num_samples,))
         log_w = -self.energy_fn(draws)
         log_z = jax.scipy.special.logsumexp(log_w, 0) - math.log(num_samples)
@@ -322,8 +320,10 @@ class ScoreDistribution(dist.Distribution):
             raise ValueError("`score_fn` must be callable: (x, sigma) -> scores.")
         event_shape = tuple(event_shape)
         self.sigmas = check_sigmas(sigmas)
-        _check_positive("step_size", step_size)
-        _check_positive("num_steps_per_level", num_steps_per_level, integer=True)
+        validation.positive("step_size", step_size)
+        num_steps_per_level = validation.positive_integer(
+            "num_steps_per_level", num_steps_per_level
+        )
         if init_dist is not None and tuple(init_dist.event_shape) != event_shape:
             raise ValueError(
                 f"`init_dist` has event_shape {tuple(init_dist.event_shape)}, "

@@ -377,11 +377,11 @@ _X = jnp.zeros((10, 2))
         ),
         (
             lambda: kernel_stein_discrepancy(_X, std_normal_score, c=0.0),
-            "c must be positive",
+            "`c` must be positive",
         ),
         (
             lambda: kernel_stein_discrepancy(_X, std_normal_score, c=-1.0),
-            "c must be positive",
+            "`c` must be positive",
         ),
         (lambda: kernel_stein_discrepancy(_X, std_normal_score, beta=0.0), "beta"),
         (lambda: kernel_stein_discrepancy(_X, std_normal_score, beta=-1.0), "beta"),
@@ -395,8 +395,8 @@ _X = jnp.zeros((10, 2))
         (lambda: mmd(_X, jnp.zeros((1, 2))), "at least 2"),
         (lambda: mmd(_X, jnp.zeros((10, 3))), "same dimension"),
         (lambda: mmd(_X, _X.at[0, 0].set(jnp.nan)), "non-finite"),
-        (lambda: mmd(_X, _X, bandwidth=0.0), "bandwidth must be positive"),
-        (lambda: mmd(_X, _X, bandwidth=-2.0), "bandwidth must be positive"),
+        (lambda: mmd(_X, _X, bandwidth=0.0), "`bandwidth` must be positive"),
+        (lambda: mmd(_X, _X, bandwidth=-2.0), "`bandwidth` must be positive"),
         (lambda: mmd(_X, _X, batch_size=-1), "batch_size"),
         (
             lambda: grid_log_likelihood(

@@ -99,6 +99,34 @@ def test_ladder_equalises_rejection():
     )
 
 
+def test_tempered_swaps_reject_non_finite_energies():
+    # an energy that is NaN in a small region away from the data: the replica
+    # swaps must treat it as a rejection (the core accept step), so the ladder
+    # and the negatives stay finite
+    def energy(x):
+        bad = jnp.sum((x - jnp.array([2.5, 0.0])) ** 2) < 0.5**2
+        return jnp.where(bad, jnp.nan, 0.5 * jnp.sum(x**2))
+
+    method = ne.TemperedPCD(num_steps=2, step_size=0.05)
+    data = jax.random.normal(jax.random.key(0), (256, 2))
+    state = method.init_sampler(jax.random.key(1), data, 64)
+
+    @jax.jit
+    def iterate(state, key):
+        negatives, state, info = method.sample(key, energy, data[:64], state)
+        return state, (negatives, info["swap_accept"])
+
+    # chains that start in the NaN region are replaced by finite draws from
+    # the tempered levels; none enters it afterwards
+    state, (negatives, swap) = jax.lax.scan(
+        iterate, state, jax.random.split(jax.random.key(2), 30)
+    )
+    assert bool(jnp.all(jnp.isfinite(state["betas"])))
+    assert bool(jnp.all(jnp.isfinite(swap)))
+    energies = jax.vmap(jax.vmap(energy))(negatives[-10:])
+    assert bool(jnp.all(jnp.isfinite(energies))), int(jnp.sum(~jnp.isfinite(energies)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("law_name", sorted(TOY_LAWS))
 @pytest.mark.parametrize(

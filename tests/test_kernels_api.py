@@ -191,7 +191,7 @@ def test_bad_step_size(bad):
         lambda: ne.AnnealedLangevin(potential_fn=f, step_size=bad, schedule=1.0),
         lambda: ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=bad),
     ):
-        with pytest.raises(ValueError, match="step_size|schedule"):
+        with pytest.raises((ValueError, TypeError), match="step_size|schedule"):
             make()
 
 
@@ -262,6 +262,53 @@ def test_discrete_latent_site_is_named(kernel_cls):
 
     with pytest.raises(ValueError, match="'count' is discrete.*continuous latent"):
         run(kernel_cls(model))
+    # the message points to what works with these kernels, not to HMC-only wrappers
+    with pytest.raises(ValueError, match="config_enumerate") as err:
+        run(kernel_cls(model))
+    assert "HMCGibbs" not in str(err.value) and "MixedHMC" not in str(err.value)
+
+
+def improper_prior_model(y):
+    # flat prior on the positive half-line (posteriordb's garch11 has such sites)
+    # and a truncated Student t: NumPyro cannot draw from either
+    u = numpyro.sample("u", dist.ImproperUniform(dist.constraints.positive, (), ()))
+    numpyro.sample("t", dist.TruncatedDistribution(dist.StudentT(5.0), low=0.0))
+    numpyro.sample("y", dist.Normal(u, 1.0), obs=y)
+
+
+def test_models_with_unsampleable_priors_start_and_are_exact():
+    # posterior: u ~ N(y, 1) truncated to u > 0, t ~ half-t(5), independent
+    y = 0.5
+    mcmc = run(ne.MALA(improper_prior_model), y, num_chains=4, num_samples=2000)
+    samples = mcmc.get_samples(group_by_chain=True)
+    u_law = stats.truncnorm(-y, np.inf, loc=y)
+    t_mean = 2 * stats.t(5.0).expect(lambda x: x, lb=0.0)
+    t_sd = np.sqrt(5.0 / 3.0 - t_mean**2)
+    assert_mean(samples["u"], u_law.mean(), u_law.std())
+    assert_mean(samples["t"], t_mean, t_sd)
+
+
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized", "parallel"])
+def test_model_without_latent_sites_is_refused(chain_method):
+    def model(y):
+        numpyro.sample("y", dist.Normal(0.0, 1.0), obs=y)
+
+    with pytest.raises(ValueError, match="no latent sample sites.*'y'"):
+        run(ne.MALA(model), 1.0, num_chains=2, chain_method=chain_method)
+
+
+def test_invalid_start_is_reported_for_parallel_chains():
+    # under pmap the start exists only on the devices: the check runs there and
+    # its error (a JaxRuntimeError quoting it) surfaces when the draws are read
+    kernel = ne.MALA(potential_fn=truncated_potential)
+    with pytest.raises(Exception, match="Invalid start"):
+        mcmc = run(
+            kernel,
+            num_chains=2,
+            chain_method="parallel",
+            init_params=jnp.array([[0.0], [2.0]]),
+        )
+        np.asarray(mcmc.get_samples())
 
 
 def test_invalid_start_is_reported():

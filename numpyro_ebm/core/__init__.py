@@ -1,6 +1,13 @@
 """Functional core: pure JAX transitions with NamedTuple states (no NumPyro)."""
 
-from numpyro_ebm.core import langevin, metrics, proposals, rwmh, schedules
+from numpyro_ebm.core import (
+    langevin,
+    metrics,
+    proposals,
+    rwmh,
+    schedules,
+    validation,
+)
 from numpyro_ebm.core.langevin import (
     LangevinInfo,
     LangevinState,
@@ -21,6 +28,7 @@ __all__ = [
     "proposals",
     "rwmh",
     "schedules",
+    "validation",
     "LangevinInfo",
     "LangevinState",
     "langevin_proposal",

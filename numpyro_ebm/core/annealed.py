@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import random
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import langevin_proposal
 
 __all__ = ["annealed_langevin", "check_sigmas"]
@@ -39,6 +40,22 @@ def check_sigmas(sigmas):
             "`sigmas` must be strictly decreasing (largest noise level first)."
         )
     return jnp.asarray(sigmas)
+
+
+def _check_score_shape(score_fn, x, sigmas):
+    """The score must have the shape of its input (no silent broadcasting)."""
+    try:
+        out = jax.eval_shape(score_fn, x, sigmas[0])
+    except Exception as err:
+        raise ValueError(
+            f"`score_fn(x, sigma)` cannot be evaluated on particles of shape "
+            f"{x.shape}: {type(err).__name__}: {err}"
+        ) from err
+    if getattr(out, "shape", None) != x.shape:
+        raise ValueError(
+            f"`score_fn(x, sigma)` must return scores of the particles' shape "
+            f"{x.shape}, got {getattr(out, 'shape', type(out).__name__)}."
+        )
 
 
 def annealed_langevin(
@@ -93,10 +110,12 @@ def annealed_langevin(
         techniques for training score-based generative models*, NeurIPS.
     """
     sigmas = check_sigmas(sigmas)
-    if int(num_steps_per_level) < 1:
-        raise ValueError("`num_steps_per_level` must be a positive integer.")
-    if not isinstance(step_size, jax.core.Tracer) and not float(step_size) > 0:
-        raise ValueError(f"`step_size` must be positive, got {step_size}.")
+    num_steps_per_level = validation.positive_integer(
+        "num_steps_per_level", num_steps_per_level
+    )
+    validation.positive("step_size", step_size)
+    init = jnp.asarray(init)
+    _check_score_shape(score_fn, init, sigmas)
     sigma_last = sigmas[-1]
 
     def level(x, inputs):
@@ -107,11 +126,11 @@ def annealed_langevin(
             x, _ = langevin_proposal(key, x, -score_fn(x, sigma), a)
             return x, None
 
-        x, _ = jax.lax.scan(step, x, random.split(key, int(num_steps_per_level)))
+        x, _ = jax.lax.scan(step, x, random.split(key, num_steps_per_level))
         return x, (x if return_trajectory else None)
 
     keys = random.split(rng_key, sigmas.shape[0])
-    x, trajectory = jax.lax.scan(level, jnp.asarray(init), (keys, sigmas))
+    x, trajectory = jax.lax.scan(level, init, (keys, sigmas))
     if denoise:
         x = x + sigma_last**2 * score_fn(x, sigma_last)
     return (x, trajectory) if return_trajectory else x

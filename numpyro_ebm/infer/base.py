@@ -6,21 +6,20 @@ constrained sites, ``chain_method="vectorized"``, warm-up adaptation through
 :func:`numpyro.infer.hmc_util.warmup_adapter`, diagnostics — lives here.
 """
 
-import math
 from collections import namedtuple
 
 import jax
 import jax.numpy as jnp
 from jax import random
 from jax.flatten_util import ravel_pytree
-from numpyro.handlers import seed, trace
+from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.hmc_util import warmup_adapter
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
 from numpyro.util import identity, is_prng_key, not_jax_tracer
 
-from numpyro_ebm.core import schedules
+from numpyro_ebm.core import schedules, validation
 from numpyro_ebm.core.metrics import Metric
 
 __all__ = ["KernelState"]
@@ -60,79 +59,54 @@ NumPyro's ``HMCState``):
 """
 
 
-def _check_positive_scalar(name, value):
-    try:
-        value = float(value)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"`{name}` must be a positive number, got {value!r}.") from err
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`{name}` must be positive and finite, got {value}.")
+def _check_model_sites(model, rng_key, init_strategy, model_args, model_kwargs):
+    """Refuse discrete latent sites and models with nothing to sample.
 
-
-def check_schedule(name, schedule, *, decreasing=False):
-    """Validate a scalar, 1-D array or callable schedule; raise ``ValueError``."""
-    if callable(schedule):
-        try:
-            first = jnp.asarray(schedule(jnp.asarray(0)))
-        except Exception as err:  # the user's function failed on iteration 0
-            raise ValueError(
-                f"`{name}` schedule could not be evaluated at iteration 0: {err}"
-            ) from err
-        if first.shape != ():
-            raise ValueError(
-                f"`{name}` schedule must return a scalar, got shape {first.shape}."
-            )
-        _check_positive_scalar(f"{name}(0)", first)
-        return schedule
-    try:
-        values = jnp.asarray(schedule)
-    except TypeError as err:
-        raise ValueError(
-            f"`{name}` must be a positive number, a 1-D array or a callable of the "
-            f"iteration, got {schedule!r}."
-        ) from err
-    if values.ndim == 0:
-        _check_positive_scalar(name, values)
-        return schedule
-    if values.ndim != 1 or values.shape[0] == 0:
-        raise ValueError(
-            f"`{name}` must be a scalar, a non-empty 1-D array or a callable of the "
-            f"iteration; got an array of shape {values.shape}."
-        )
-    if not bool(jnp.all(jnp.isfinite(values) & (values > 0))):
-        raise ValueError(
-            f"every value of the `{name}` schedule must be positive and finite."
-        )
-    if decreasing and not bool(jnp.all(jnp.diff(values) <= 0)):
-        raise ValueError(f"the `{name}` schedule must be non-increasing.")
-    return values
-
-
-def _check_schedule_length(name, schedule, num_warmup):
-    if callable(schedule) or jnp.ndim(schedule) == 0:
-        return
-    if jnp.shape(schedule)[0] < num_warmup:
-        raise ValueError(
-            f"the `{name}` schedule has {jnp.shape(schedule)[0]} values but the "
-            f"warm-up alone takes {num_warmup} iterations; give one value per "
-            "iteration (the last value is held after the schedule ends)."
-        )
-
-
-def _check_discrete_sites(model, rng_key, model_args, model_kwargs):
+    The model is traced as :func:`numpyro.infer.util.initialize_model` traces
+    it (seeded, each latent value from ``init_strategy``), so no site is drawn
+    from a distribution that cannot be sampled (``ImproperUniform``, truncated
+    Student t, ...). Discrete sites marked for enumeration
+    (``numpyro.contrib.funsor.config_enumerate``) are summed out of the
+    potential by NumPyro and allowed.
+    """
     key = rng_key if is_prng_key(rng_key) else rng_key[0]
-    model_trace = trace(seed(model, key)).get_trace(*model_args, **model_kwargs)
-    for name, site in model_trace.items():
-        if (
-            site["type"] == "sample"
-            and not site["is_observed"]
-            and site["fn"].support.is_discrete
-        ):
+    init_model = substitute(seed(model, key), substitute_fn=init_strategy)
+    model_trace = trace(init_model).get_trace(*model_args, **model_kwargs)
+    latent = [
+        (name, site)
+        for name, site in model_trace.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    ]
+    for name, site in latent:
+        if site["fn"].support.is_discrete and not site["infer"].get("enumerate"):
             raise ValueError(
                 f"Sample site '{name}' is discrete; Langevin and Metropolis–Hastings "
                 "kernels of numpyro_ebm need continuous latent sites. Marginalise it "
-                "out or use a Gibbs scheme (e.g. numpyro.infer.MixedHMC / HMCGibbs)."
+                "out by hand, or mark it for enumeration with "
+                "numpyro.contrib.funsor.config_enumerate (needs `funsor`), which "
+                "sums it out of the potential."
             )
+    if not latent:
+        observed = [n for n, s in model_trace.items() if s["type"] == "sample"]
+        raise ValueError(
+            "The model has no latent sample sites, so there is nothing for MCMC to "
+            f"sample (its sample sites {observed} are all observed). Evaluate it "
+            "with numpyro.infer.util.log_density, or draw from it with "
+            "numpyro.infer.Predictive."
+        )
+
+
+def _raise_invalid_start(pe_finite, grad_finite):
+    if not bool(jnp.all(pe_finite)):
+        raise ValueError(
+            "Invalid start: the potential energy at the initial parameters is not "
+            "finite. Pass valid `init_params` or another `init_strategy`."
+        )
+    if not bool(jnp.all(grad_finite)):
+        raise ValueError(
+            "Invalid start: the gradient of the potential energy at the initial "
+            "parameters is not finite."
+        )
 
 
 class LangevinKernelBase(MCMCKernel):
@@ -161,10 +135,7 @@ class LangevinKernelBase(MCMCKernel):
                 "`dense_mass` must be True or False (block-structured mass matrices "
                 "are not supported by numpyro_ebm kernels)."
             )
-        if not 0 < target_accept_prob < 1:
-            raise ValueError(
-                f"`target_accept_prob` must be in (0, 1), got {target_accept_prob}."
-            )
+        validation.probability("target_accept_prob", target_accept_prob)
         self._model = model
         self._potential_fn = potential_fn
         self._potential_fn_gen = None
@@ -268,7 +239,9 @@ class LangevinKernelBase(MCMCKernel):
     def _setup_model(self, rng_key, init_params, model_args, model_kwargs):
         if self._model is None:
             return init_params
-        _check_discrete_sites(self._model, rng_key, model_args, model_kwargs)
+        _check_model_sites(
+            self._model, rng_key, self._init_strategy, model_args, model_kwargs
+        )
         params_info, potential_fn_gen, postprocess_fn, _ = initialize_model(
             rng_key,
             self._model,
@@ -319,11 +292,13 @@ class LangevinKernelBase(MCMCKernel):
             raise ValueError(
                 "Valid value of `init_params` must be provided with `potential_fn`."
             )
-        energy = self._energy(self.get_potential_fn(model_args, model_kwargs))
-        pe, grad = (jax.vmap(energy) if vectorized else energy)(init_params)
-        self._check_start(pe, grad)
-
+        potential_fn = self.get_potential_fn(model_args, model_kwargs)
         one = jax.tree.map(lambda x: x[0], init_params) if vectorized else init_params
+        self._check_position(potential_fn, one)
+        energy = self._energy(potential_fn)
+        pe, grad = (jax.vmap(energy) if vectorized else energy)(init_params)
+        pe = self._check_start(pe, grad)
+
         size = ravel_pytree(one)[0].shape[0]
         self._check_size(size)
         self._num_warmup = num_warmup
@@ -359,23 +334,46 @@ class LangevinKernelBase(MCMCKernel):
         self._sample_fn = self._sample_one
         return init_one(rng_key, init_params, pe, grad)
 
+    def _check_position(self, potential_fn, position):
+        """The potential must take one chain's position and return a scalar."""
+        try:
+            out = jax.eval_shape(potential_fn, position)
+        except Exception as err:
+            shapes = jax.tree.map(jnp.shape, position)
+            raise ValueError(
+                f"the potential cannot be evaluated at the initial position (shapes "
+                f"{shapes} per chain; with several chains `init_params` needs a "
+                f"leading chain axis): {type(err).__name__}: {err}"
+            ) from err
+        if getattr(out, "shape", None) != ():
+            raise ValueError(
+                "the potential must return a scalar for one chain's position, got "
+                f"shape {getattr(out, 'shape', type(out).__name__)} at a position "
+                f"of shapes {jax.tree.map(jnp.shape, position)}."
+            )
+
     @staticmethod
     def _check_start(pe, grad):
-        if not (not_jax_tracer(pe) and not_jax_tracer(grad)):
-            return
-        if not bool(jnp.all(jnp.isfinite(pe))):
-            raise ValueError(
-                "Invalid start: the potential energy at the initial parameters is "
-                f"not finite ({pe}). Pass valid `init_params` or another "
-                "`init_strategy`."
+        """Refuse a non-finite start (under ``pmap``, from the device at run time)."""
+        pe_finite = jnp.isfinite(pe)
+        grad_finite = jnp.array(True)
+        if grad is not None:
+            grad_finite = jnp.all(
+                jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grad)])
             )
-        if grad is not None and not all(
-            bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad)
-        ):
-            raise ValueError(
-                "Invalid start: the gradient of the potential energy at the initial "
-                "parameters is not finite."
-            )
+        if not_jax_tracer(pe) and not_jax_tracer(grad_finite):
+            _raise_invalid_start(pe_finite, grad_finite)
+            return pe
+
+        # chain_method="parallel": the values exist only on the devices; the
+        # check runs there, and its result feeds the state so it is not dropped
+        def check(pe, pe_finite, grad_finite):
+            _raise_invalid_start(pe_finite, grad_finite)
+            return pe
+
+        return jax.pure_callback(
+            check, jax.ShapeDtypeStruct(pe.shape, pe.dtype), pe, pe_finite, grad_finite
+        )
 
     # ---------------------------------------------------------------- sample
     def _transition(self, rng_key, state, potential_fn, metric):

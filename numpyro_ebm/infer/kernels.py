@@ -1,17 +1,13 @@
 """Langevin and Metropolis–Hastings kernels for :class:`numpyro.infer.MCMC`."""
 
+import jax
 import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
 
-from numpyro_ebm.core import schedules
+from numpyro_ebm.core import schedules, validation
 from numpyro_ebm.core.langevin import LangevinState, langevin_step
 from numpyro_ebm.core.rwmh import RWMHState, rwmh_step
-from numpyro_ebm.infer.base import (
-    LangevinKernelBase,
-    _check_positive_scalar,
-    _check_schedule_length,
-    check_schedule,
-)
+from numpyro_ebm.infer.base import LangevinKernelBase
 
 __all__ = ["ULA", "MALA", "RWMH", "AnnealedLangevin"]
 
@@ -124,7 +120,7 @@ class ULA(LangevinKernelBase):
         super().__init__(
             model,
             potential_fn,
-            step_size=check_schedule("step_size", step_size),
+            step_size=validation.schedule("step_size", step_size),
             # mass-matrix adaptation needs a tuned warm-up step (see docstring)
             adapt_step_size=bool(adapt_step_size or adapt_mass_matrix),
             adapt_mass_matrix=adapt_mass_matrix,
@@ -135,7 +131,9 @@ class ULA(LangevinKernelBase):
         )
 
     def _check_init(self, num_warmup):
-        _check_schedule_length("step_size", self._step_size, num_warmup)
+        validation.schedule_length(
+            "step_size", self._step_size, num_warmup, what="the warm-up alone"
+        )
 
     def _transition(self, rng_key, state, potential_fn, metric):
         step_size = schedules.evaluate(self._step_size, state.i)
@@ -214,7 +212,7 @@ class MALA(LangevinKernelBase):
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
     ):
-        _check_positive_scalar("step_size", step_size)
+        validation.positive("step_size", step_size)
         super().__init__(
             model,
             potential_fn,
@@ -302,7 +300,7 @@ class RWMH(LangevinKernelBase):
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
     ):
-        _check_positive_scalar("step_size", step_size)
+        validation.positive("step_size", step_size)
         if proposal is not None and not callable(proposal):
             raise ValueError(
                 "`proposal` must be a callable (rng_key, z) -> (z_new, log_ratio)."
@@ -319,6 +317,34 @@ class RWMH(LangevinKernelBase):
             inverse_mass_matrix=inverse_mass_matrix,
             init_strategy=init_strategy,
         )
+
+    def _check_position(self, potential_fn, position):
+        super()._check_position(potential_fn, position)
+        if self._proposal is None:
+            return
+        try:
+            out = jax.eval_shape(self._proposal, jax.random.key(0), position)
+        except Exception as err:
+            raise ValueError(
+                f"`proposal(rng_key, z)` failed at the initial position: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+        ok = isinstance(out, tuple) and len(out) == 2
+        if ok:
+            new, log_ratio = out
+            ok = (
+                jax.tree.structure(new) == jax.tree.structure(position)
+                and [x.shape for x in jax.tree.leaves(new)]
+                == [jnp.shape(x) for x in jax.tree.leaves(position)]
+                and getattr(log_ratio, "shape", None) == ()
+            )
+        if not ok:
+            raise ValueError(
+                "`proposal(rng_key, z)` must return `(z_new, log_proposal_ratio)` "
+                "with `z_new` of the same structure and shapes as `z` "
+                f"({jax.tree.map(jnp.shape, position)}) and a scalar ratio; got "
+                f"{jax.tree.map(lambda x: x.shape, out)}."
+            )
 
     def _transition(self, rng_key, state, potential_fn, metric):
         step_size = state.adapt_state.step_size
@@ -395,12 +421,12 @@ class AnnealedLangevin(LangevinKernelBase):
                 "AnnealedLangevin needs `step_size` and an inverse-temperature "
                 "`schedule` (e.g. numpyro_ebm.geometric_schedule(1.0, 100.0, n))."
             )
-        self._schedule = check_schedule("schedule", schedule)
+        self._schedule = validation.schedule("schedule", schedule)
         self._adjusted = bool(adjusted)
         super().__init__(
             model,
             potential_fn,
-            step_size=check_schedule("step_size", step_size),
+            step_size=validation.schedule("step_size", step_size),
             adapt_step_size=False,
             adapt_mass_matrix=False,
             dense_mass=dense_mass,
@@ -409,8 +435,12 @@ class AnnealedLangevin(LangevinKernelBase):
         )
 
     def _check_init(self, num_warmup):
-        _check_schedule_length("step_size", self._step_size, num_warmup)
-        _check_schedule_length("schedule", self._schedule, num_warmup)
+        validation.schedule_length(
+            "step_size", self._step_size, num_warmup, what="the warm-up alone"
+        )
+        validation.schedule_length(
+            "schedule", self._schedule, num_warmup, what="the warm-up alone"
+        )
 
     def _transition(self, rng_key, state, potential_fn, metric):
         step_size = schedules.evaluate(self._step_size, state.i)

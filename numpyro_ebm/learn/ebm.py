@@ -23,8 +23,10 @@ import jax.numpy as jnp
 import optax
 from jax import random
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_step
+from numpyro_ebm.core.proposals import metropolis_hastings
 from numpyro_ebm.learn import training
 
 __all__ = ["CD", "PCD", "ShortRun", "TemperedPCD", "EBM", "langevin_chains"]
@@ -63,14 +65,8 @@ def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False)
 
 
 def _check_steps(num_steps, step_size):
-    if not (isinstance(num_steps, int) and num_steps >= 1):
-        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
-    if not (
-        isinstance(step_size, int | float)
-        and step_size > 0
-        and step_size < float("inf")
-    ):
-        raise ValueError(f"`step_size` must be positive and finite, got {step_size!r}.")
+    validation.positive_integer("num_steps", num_steps)
+    validation.positive("step_size", step_size)
 
 
 def _noise_state(init, data):
@@ -352,7 +348,7 @@ class TemperedPCD(NamedTuple):
         return 0.5 * jnp.sum(r**2)
 
     def sample(self, rng_key, energy, batch, state):
-        key_fresh, key_move, key_swap = random.split(rng_key, 3)
+        key_fresh, key_move, key_swap, key_restart = random.split(rng_key, 4)
         chains, betas = state["chains"], state["betas"]
         num_levels, n = chains.shape[:2]
         event = chains.shape[2:]
@@ -374,18 +370,27 @@ class TemperedPCD(NamedTuple):
         # replica swaps between neighbours (i, i + 1) with i of the current parity
         diff = jax.vmap(jax.vmap(lambda x: energy(x) - u0(x)))(chains)  # (L, n)
         log_ratio = (betas[:-1] - betas[1:])[:, None] * (diff[:-1] - diff[1:])
+        finite = jnp.isfinite(diff[:-1]) & jnp.isfinite(diff[1:])
+        keys = random.split(key_swap, log_ratio.shape)
+        # the core's accept step: a non-finite energy on either side is a rejection
+        decision = jax.vmap(jax.vmap(metropolis_hastings))(keys, log_ratio, finite)
         pairs = jnp.arange(num_levels - 1)
         active = (pairs % 2 == state["parity"])[:, None]
-        log_u = jnp.log(random.uniform(key_swap, log_ratio.shape, log_ratio.dtype))
-        swap = active & (log_u < log_ratio)
+        swap = active & decision.is_accepted
         take_up = jnp.concatenate([swap, jnp.zeros((1, n), bool)], 0)
         take_down = jnp.concatenate([jnp.zeros((1, n), bool), swap], 0)
         up = jnp.concatenate([chains[1:], chains[-1:]], 0)
         down = jnp.concatenate([chains[:1], chains[:-1]], 0)
         mask = lambda m: m.reshape(m.shape + (1,) * len(event))
         chains = jnp.where(mask(take_up), up, jnp.where(mask(take_down), down, chains))
+        # a chain whose energy is not finite (outside the model's support, e.g.
+        # started there from q0) can neither move nor swap: restart it from q0.
+        # Such chains never swap, so `diff` still marks them after the swaps.
+        stuck = ~jnp.isfinite(diff)
+        restart = self._q0_sample(key_restart, state, (num_levels, n))
+        chains = jnp.where(mask(stuck), restart.reshape(chains.shape), chains)
 
-        swap_prob = jnp.mean(jnp.exp(jnp.minimum(log_ratio, 0.0)), 1)  # per pair
+        swap_prob = jnp.mean(decision.accept_prob, 1)  # per pair
         rejection = state["rejection"]
         if self.adapt_ladder:
             rejection = 0.95 * rejection + 0.05 * (1.0 - swap_prob)
@@ -397,7 +402,11 @@ class TemperedPCD(NamedTuple):
             "parity": 1 - state["parity"],
             "rejection": rejection,
         }
-        info = {"accept_prob": accept[0], "swap_accept": swap_prob.min()}
+        info = {
+            "accept_prob": accept[0],
+            "swap_accept": swap_prob.min(),
+            "restarted": jnp.mean(stuck),
+        }
         return chains[0], new_state, info
 
 

@@ -31,6 +31,7 @@ from numpyro.infer.util import log_density
 from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_proposal, langevin_step
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
@@ -246,12 +247,10 @@ class _Estimator:
     """Shared machinery; subclasses define ``_move``."""
 
     def __init__(self, model, num_particles, init_strategy=init_to_uniform):
-        if not (isinstance(num_particles, int) and num_particles >= 1):
-            raise ValueError(
-                f"`num_particles` must be a positive integer, got {num_particles!r}."
-            )
+        if not callable(model):
+            raise TypeError(f"`model` must be a callable, got {type(model).__name__}.")
         self.model = model
-        self.num_particles = num_particles
+        self.num_particles = validation.positive_integer("num_particles", num_particles)
         self.init_strategy = init_strategy
         self._spec = None
 
@@ -509,8 +508,7 @@ class _Estimator:
 
 
 def _check_step_size(step_size):
-    if not callable(step_size) and not float(step_size) > 0:
-        raise ValueError(f"`step_size` must be positive, got {step_size}.")
+    validation.schedule("step_size", step_size)
 
 
 class PGD(_Estimator):
@@ -669,7 +667,8 @@ class SOUL(_Estimator):
         step_size: Langevin step size for the latents.
         num_langevin_steps: ``m``, Langevin steps per iteration.
         num_particles: chains run in parallel (1 in the original algorithm).
-        learning_rate: ``c`` of the default schedule.
+        learning_rate: ``c`` of the default schedule (default 1); refused
+            together with ``optimizer``, whose own learning rate applies.
         burn_in: iterations left out of the weighted average.
         adjusted: Metropolis-adjust the latent moves (MALA instead of ULA);
             the history then has their ``accept_prob``. Needs computable
@@ -707,20 +706,34 @@ class SOUL(_Estimator):
         step_size,
         num_langevin_steps=1,
         num_particles=1,
-        learning_rate=1.0,
+        learning_rate=None,
         burn_in=0,
         adjusted=False,
         init_strategy=init_to_uniform,
     ):
         _check_step_size(step_size)
-        if not (isinstance(num_langevin_steps, int) and num_langevin_steps >= 1):
-            raise ValueError("`num_langevin_steps` must be a positive integer.")
-        if not (isinstance(burn_in, int) and burn_in >= 0):
-            raise ValueError("`burn_in` must be a non-negative integer.")
+        self.num_langevin_steps = validation.positive_integer(
+            "num_langevin_steps", num_langevin_steps
+        )
+        self.burn_in = validation.non_negative_integer("burn_in", burn_in)
+        if optimizer is not None and learning_rate is not None:
+            raise ValueError(
+                "give either `optimizer` or `learning_rate`, not both: "
+                "`learning_rate` sets the default SGD schedule "
+                "learning_rate * n**-0.8, which an Optax `optimizer` replaces "
+                "(set its learning rate inside it, e.g. optax.adam(1e-2))."
+            )
+        if optimizer is not None and not isinstance(
+            optimizer, optax.GradientTransformation
+        ):
+            raise TypeError(
+                "`optimizer` must be an optax.GradientTransformation (e.g. "
+                f"optax.adam(1e-2)), got {type(optimizer).__name__}."
+            )
+        learning_rate = 1.0 if learning_rate is None else learning_rate
+        validation.positive("learning_rate", learning_rate)
         super().__init__(model, num_particles, init_strategy)
         self.step_size = step_size
-        self.num_langevin_steps = num_langevin_steps
-        self.burn_in = burn_in
         self.adjusted = bool(adjusted)
         self.schedule = lambda n: learning_rate * (n + 1.0) ** -0.8
         self.averaging = optimizer is None
@@ -732,9 +745,11 @@ class SOUL(_Estimator):
     def _init_average(self, params):
         return (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()))
 
-    def _latent_steps(self, key, params, particles, args, kwargs, batch):
+    def _latent_steps(self, key, params, particles, args, kwargs, batch, step_size):
         if self.adjusted:
-            return self._mala_steps(key, params, particles, args, kwargs, batch)
+            return self._mala_steps(
+                key, params, particles, args, kwargs, batch, step_size
+            )
 
         def body(particles, key):
             key_move, key_model = random.split(key)
@@ -742,14 +757,14 @@ class SOUL(_Estimator):
                 params, particles, args, kwargs, key_model, batch
             )
             return self._langevin_particles(
-                key_move, particles, grad_latents, self.step_size
+                key_move, particles, grad_latents, step_size
             ), None
 
         keys = random.split(key, self.num_langevin_steps)
         particles, _ = jax.lax.scan(body, particles, keys)
         return particles, {}
 
-    def _mala_steps(self, key, params, particles, args, kwargs, batch):
+    def _mala_steps(self, key, params, particles, args, kwargs, batch, step_size):
         """Metropolis-adjusted moves of each particle, at fixed ``theta``.
 
         The acceptance needs the exact conditional density of the moved
@@ -780,7 +795,7 @@ class SOUL(_Estimator):
         def chain(key, z, potential):
             def body(state, key):
                 state, info = langevin_step(
-                    key, state, potential, self.step_size, adjusted=True
+                    key, state, potential, step_size, adjusted=True
                 )
                 return state, info.accept_prob
 
@@ -831,7 +846,10 @@ class SOUL(_Estimator):
         key_latents, key_model, key_batch = random.split(key, 3)
         batch = self._draw_batch(key_batch)
         z = self._gather(state.particles, batch)
-        z, info = self._latent_steps(key_latents, state.params, z, args, kwargs, batch)
+        h = evaluate_schedule(self.step_size, state.step)
+        z, info = self._latent_steps(
+            key_latents, state.params, z, args, kwargs, batch, h
+        )
         particles = self._scatter(state.particles, z, batch)
         lp, grad_params, _ = self._gradients(
             state.params, z, args, kwargs, key_model, batch

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 from jax import random
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import check_sigmas
 from numpyro_ebm.learn import training
 
@@ -97,6 +98,7 @@ def sliced_score_matching_loss(
         Song, Garg, Shi & Ermon (2019), *Sliced score matching: a scalable
         approach to density and score estimation*, UAI.
     """
+    num_projections = validation.positive_integer("num_projections", num_projections)
     if distribution == "rademacher":
         v = random.rademacher(rng_key, (num_projections, *x.shape), x.dtype)
     elif distribution == "gaussian":
@@ -250,8 +252,8 @@ class DenoisingScoreMatching:
     def __init__(self, sigma=None, *, sigmas=None):
         if (sigma is None) == (sigmas is None):
             raise ValueError("give exactly one of `sigma` and `sigmas`.")
-        if sigma is not None and not float(sigma) > 0:
-            raise ValueError(f"`sigma` must be positive, got {sigma}.")
+        if sigma is not None:
+            validation.positive("sigma", sigma)
         self.sigma = sigma
         self.sigmas = None if sigmas is None else check_sigmas(sigmas)
         self.conditional = sigmas is not None
@@ -303,7 +305,19 @@ class ScoreMatching(training.Learner):
         super().__init__(net, optimizer)
         self.objective = SlicedScoreMatching() if objective is None else objective
         if not hasattr(self.objective, "loss"):
-            raise ValueError("`objective` must be a score-matching objective.")
+            raise TypeError(
+                "`objective` must be ExactScoreMatching(), SlicedScoreMatching() or "
+                f"DenoisingScoreMatching(...), got {type(self.objective).__name__}."
+            )
+        if isinstance(self.objective, SlicedScoreMatching):
+            validation.positive_integer(
+                "num_projections", self.objective.num_projections
+            )
+            if self.objective.distribution not in ("rademacher", "gaussian"):
+                raise ValueError(
+                    "`distribution` must be 'rademacher' or 'gaussian', got "
+                    f"{self.objective.distribution!r}."
+                )
 
     def _score_fn(self, params, x):
         """The score function of the network, and whether it is an energy."""

@@ -96,6 +96,8 @@ def split_network(net):
 def check_data(data, batch_size, event_ndim=1):
     """Validate training data and the batch size; returns ``data`` as an array."""
     data = jnp.asarray(data)
+    if data.ndim >= 1 and data.shape[0] == 0:
+        raise ValueError(f"`data` is empty (shape {data.shape}): it needs rows.")
     if data.ndim != 1 + event_ndim:
         raise ValueError(
             f"`data` must have shape (num_data, ...) with {event_ndim} event "

@@ -1,0 +1,494 @@
+"""Bad inputs across the public entry points: each is refused with a clear error.
+
+One table, one parametrised test. Every row names the error type and a pattern
+that its message must match: the argument at fault and what was expected.
+Nothing here may return a NaN or a wrong answer silently, and nothing may hang.
+"""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import optax
+from flax import nnx
+from numpyro.infer import MCMC
+
+import numpyro_ebm as ne
+
+CASES = []
+
+
+def case(name, error, match):
+    """Register ``fn`` as a bad input that must raise ``error`` matching ``match``."""
+
+    def register(fn):
+        CASES.append(pytest.param(fn, error, match, id=name))
+        return fn
+
+    return register
+
+
+def quadratic(x):
+    return 0.5 * jnp.sum(x**2)
+
+
+def gaussian_model():
+    numpyro.sample("x", dist.Normal(0.0, 1.0).expand([2]).to_event(1))
+
+
+def toy_model(y):
+    theta = numpyro.param("theta", 0.0)
+    x = numpyro.sample("x", dist.Normal(theta, 1.0).expand([y.shape[0]]).to_event(1))
+    numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
+
+
+Y = jnp.linspace(-1.0, 1.0, 10)
+DATA = jax.random.normal(jax.random.key(0), (64, 2))
+
+
+def run_mcmc(kernel, *args, num_chains=1, chain_method="vectorized", **kwargs):
+    mcmc = MCMC(
+        kernel,
+        num_warmup=10,
+        num_samples=10,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(0), *args, **kwargs)
+    return mcmc
+
+
+def energy_net():
+    return ne.nn.EnergyMLP(2, (8,), rngs=nnx.Rngs(0))
+
+
+def ebm(method=None, optimizer=None):
+    return ne.EBM(
+        energy_net(),
+        optax.adam(1e-3) if optimizer is None else optimizer,
+        method=ne.PCD(num_steps=2, step_size=0.01, buffer_size=64)
+        if method is None
+        else method,
+    )
+
+
+# ------------------------------------------------------------- step sizes
+for value in (0.0, -0.1, float("nan"), float("inf")):
+    for kernel in ("MALA", "RWMH", "ULA"):
+        case(
+            f"{kernel}-step_size={value}",
+            ValueError,
+            "`step_size` must be positive and finite",
+        )(
+            lambda value=value, kernel=kernel: getattr(ne, kernel)(
+                potential_fn=quadratic, step_size=value
+            )
+        )
+case("MALA-step_size=str", TypeError, "`step_size` must be a number")(
+    lambda: ne.MALA(potential_fn=quadratic, step_size="big")
+)
+case("MALA-step_size=array", ValueError, "`step_size` must be a scalar")(
+    lambda: ne.MALA(potential_fn=quadratic, step_size=jnp.ones(2))
+)
+case("ULA-step_size-missing", ValueError, "ULA needs `step_size`")(
+    lambda: ne.ULA(potential_fn=quadratic)
+)
+case(
+    "ULA-callable-step-turns-negative",
+    ValueError,
+    "`step_size` schedule must be positive.*at iteration 100[01]",
+)(lambda: ne.ULA(potential_fn=quadratic, step_size=lambda i: 0.1 - 1e-4 * i))
+case(
+    "ULA-step-schedule-shorter-than-warmup",
+    ValueError,
+    "`step_size` schedule has 5 values but the warm-up alone takes 10",
+)(
+    lambda: run_mcmc(
+        ne.ULA(potential_fn=quadratic, step_size=jnp.full(5, 0.1)),
+        init_params=jnp.zeros(2),
+    )
+)
+case(
+    "Annealed-inverse-temperature-turns-zero",
+    ValueError,
+    "`schedule` schedule must be positive.*at iteration 50",
+)(
+    lambda: ne.AnnealedLangevin(
+        potential_fn=quadratic, step_size=0.1, schedule=lambda i: 1.0 - 0.02 * i
+    )
+)
+case(
+    "Annealed-schedule-negative-entry",
+    ValueError,
+    "`schedule` schedule must be positive and finite; entry 1",
+)(
+    lambda: ne.AnnealedLangevin(
+        potential_fn=quadratic, step_size=0.1, schedule=jnp.array([1.0, -1.0])
+    )
+)
+case("Annealed-schedule-2d", ValueError, "non-empty 1-D array")(
+    lambda: ne.AnnealedLangevin(
+        potential_fn=quadratic, step_size=0.1, schedule=jnp.ones((2, 2))
+    )
+)
+case("MALA-target_accept_prob=1.5", ValueError, "`target_accept_prob` must be in")(
+    lambda: ne.MALA(potential_fn=quadratic, target_accept_prob=1.5)
+)
+case("annealed_langevin-step=inf", ValueError, "`step_size` must be positive")(
+    lambda: ne.annealed_langevin(
+        jax.random.key(0),
+        lambda x, s: -x,
+        jnp.zeros((4, 2)),
+        jnp.array([1.0, 0.1]),
+        float("inf"),
+        5,
+    )
+)
+case(
+    "annealed_langevin-steps=2.7",
+    TypeError,
+    "`num_steps_per_level` must be an integer",
+)(
+    lambda: ne.annealed_langevin(
+        jax.random.key(0),
+        lambda x, s: -x,
+        jnp.zeros((4, 2)),
+        jnp.array([1.0]),
+        0.1,
+        2.7,
+    )
+)
+case("annealed_langevin-sigmas-inf", ValueError, "positive and finite")(
+    lambda: ne.annealed_langevin(
+        jax.random.key(0),
+        lambda x, s: -x,
+        jnp.zeros((4, 2)),
+        jnp.array([jnp.inf, 1.0]),
+        0.1,
+        5,
+    )
+)
+case("annealed_langevin-sigmas-unsorted", ValueError, "strictly decreasing")(
+    lambda: ne.annealed_langevin(
+        jax.random.key(0),
+        lambda x, s: -x,
+        jnp.zeros((4, 2)),
+        jnp.array([0.1, 1.0]),
+        0.1,
+        5,
+    )
+)
+case(
+    "annealed_langevin-score-wrong-shape",
+    ValueError,
+    r"`score_fn\(x, sigma\)` must return scores of the particles' shape",
+)(
+    lambda: ne.annealed_langevin(
+        jax.random.key(0),
+        lambda x, s: -x.sum(-1, keepdims=True),
+        jnp.zeros((4, 2)),
+        jnp.array([1.0]),
+        0.1,
+        5,
+    )
+)
+
+# ----------------------------------------------------- shapes and potentials
+case(
+    "potential-returns-vector",
+    ValueError,
+    "the potential must return a scalar",
+)(
+    lambda: run_mcmc(
+        ne.MALA(potential_fn=lambda x: 0.5 * x**2), init_params=jnp.zeros(2)
+    )
+)
+case(
+    "init_params-wrong-shape-for-potential",
+    ValueError,
+    "the potential cannot be evaluated at the initial position",
+)(
+    lambda: run_mcmc(
+        ne.MALA(potential_fn=lambda x: 0.5 * x @ jnp.eye(2) @ x),
+        init_params=jnp.zeros(3),
+    )
+)
+case("potential-nan-at-start", ValueError, "Invalid start")(
+    lambda: run_mcmc(
+        ne.MALA(potential_fn=lambda x: jnp.nan * jnp.sum(x)), init_params=jnp.zeros(2)
+    )
+)
+case("potential-without-init_params", ValueError, "`init_params` must be provided")(
+    lambda: run_mcmc(ne.MALA(potential_fn=quadratic))
+)
+case("model-and-potential", ValueError, "Only one of `model` or `potential_fn`")(
+    lambda: ne.MALA(gaussian_model, potential_fn=quadratic)
+)
+case(
+    "RWMH-proposal-wrong-structure",
+    ValueError,
+    r"`proposal\(rng_key, z\)` must return `\(z_new, log_proposal_ratio\)`",
+)(
+    lambda: run_mcmc(
+        ne.RWMH(potential_fn=quadratic, proposal=lambda k, z: z),
+        init_params=jnp.zeros(2),
+    )
+)
+case(
+    "RWMH-proposal-wrong-shape",
+    ValueError,
+    "same structure and shapes",
+)(
+    lambda: run_mcmc(
+        ne.RWMH(potential_fn=quadratic, proposal=lambda k, z: (z[:1], 0.0)),
+        init_params=jnp.zeros(2),
+    )
+)
+case("RWMH-proposal-not-callable", ValueError, "`proposal` must be a callable")(
+    lambda: ne.RWMH(potential_fn=quadratic, proposal="gaussian")
+)
+case("inverse_mass_matrix-negative", ValueError, "positive definite")(
+    lambda: ne.MALA(potential_fn=quadratic, inverse_mass_matrix=jnp.array([1.0, -1.0]))
+)
+case("inverse_mass_matrix-wrong-size", ValueError, "has size 3 but the latent")(
+    lambda: run_mcmc(
+        ne.MALA(potential_fn=quadratic, inverse_mass_matrix=jnp.ones(3)),
+        init_params=jnp.zeros(2),
+    )
+)
+
+# --------------------------------------------------------------- models
+for method in ("sequential", "vectorized", "parallel"):
+    case(f"model-without-latent-sites-{method}", ValueError, "no latent sample sites")(
+        lambda method=method: run_mcmc(
+            ne.MALA(lambda: numpyro.sample("y", dist.Normal(), obs=1.0)),
+            num_chains=2,
+            chain_method=method,
+        )
+    )
+case("model-with-discrete-site", ValueError, "'k' is discrete")(
+    lambda: run_mcmc(
+        ne.MALA(lambda: numpyro.sample("k", dist.Poisson(2.0))),
+    )
+)
+case("mml-model-without-param", ValueError, "no numpyro.param site")(
+    lambda: ne.PGD(lambda y: gaussian_model(), step_size=0.1, num_particles=2).run(
+        jax.random.key(0), 5, Y, progress_bar=False
+    )
+)
+case("mml-model-not-callable", TypeError, "`model` must be a callable")(
+    lambda: ne.PGD("model", step_size=0.1, num_particles=2)
+)
+case("mml-num_particles=0", ValueError, "`num_particles` must be a positive")(
+    lambda: ne.PGD(toy_model, step_size=0.1, num_particles=0)
+)
+case("mml-num_particles=2.5", TypeError, "`num_particles` must be an integer")(
+    lambda: ne.IPLA(toy_model, step_size=0.1, num_particles=2.5)
+)
+case("mml-step_size=nan", ValueError, "`step_size` must be positive")(
+    lambda: ne.PGD(toy_model, step_size=float("nan"), num_particles=2)
+)
+case("mml-step-schedule-negative", ValueError, "`step_size` schedule must be pos")(
+    lambda: ne.SOUL(toy_model, step_size=lambda n: 0.1 - 0.01 * n)
+)
+case("SOUL-learning_rate=nan", ValueError, "`learning_rate` must be positive")(
+    lambda: ne.SOUL(toy_model, step_size=0.1, learning_rate=float("nan"))
+)
+case("SOUL-learning_rate-and-optimizer", ValueError, "either `optimizer` or")(
+    lambda: ne.SOUL(toy_model, optax.adam(1e-2), step_size=0.1, learning_rate=0.1)
+)
+case("SOUL-optimizer-wrong-object", TypeError, "optax.GradientTransformation")(
+    lambda: ne.SOUL(toy_model, "adam", step_size=0.1)
+)
+case("SOUL-burn_in=-1", ValueError, "`burn_in` must be a non-negative")(
+    lambda: ne.SOUL(toy_model, step_size=0.1, burn_in=-1)
+)
+case("SOUL-num_langevin_steps=0", ValueError, "`num_langevin_steps` must be")(
+    lambda: ne.SOUL(toy_model, step_size=0.1, num_langevin_steps=0)
+)
+case("MCEM-without-optimizer", ValueError, "MCEM needs an Optax `optimizer`")(
+    lambda: ne.MCEM(toy_model, None, 10, step_size=0.1)
+)
+case("mml-run-num_steps=0", ValueError, "`num_steps` must be a positive")(
+    lambda: ne.PGD(toy_model, step_size=0.1, num_particles=2).run(
+        jax.random.key(0), 0, Y, progress_bar=False
+    )
+)
+case("PGD-preconditioner-unknown", ValueError, "`preconditioner` must be")(
+    lambda: ne.PGD(toy_model, step_size=0.1, num_particles=2, preconditioner="newton")
+)
+
+# ------------------------------------------------------------ distributions
+case("Energy-num_steps=2.7", TypeError, "`num_steps` must be an integer")(
+    lambda: ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1), (2,), num_steps=2.7)
+)
+case("Energy-step_size=0", ValueError, "`step_size` must be positive")(
+    lambda: ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1), (2,), step_size=0.0)
+)
+case("Energy-energy_fn-not-callable", ValueError, "`energy_fn` must be callable")(
+    lambda: ne.EnergyDistribution(3.0, (2,))
+)
+case("Energy-base-event-shape", ValueError, "`base_dist` has event_shape")(
+    lambda: ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1), (2,), dist.Normal())
+)
+case(
+    "Energy-energy-broadcast-shape",
+    ValueError,
+    "`energy_fn` must map points of shape",
+)(
+    lambda: ne.EnergyDistribution(
+        lambda x: 0.5 * jnp.sum(x**2, -1, keepdims=True), (2,)
+    ).log_prob(jnp.zeros((5, 2)))
+)
+case("Score-sigmas-unsorted", ValueError, "strictly decreasing")(
+    lambda: ne.ScoreDistribution(lambda x, s: -x, (2,), sigmas=jnp.array([0.1, 1.0]))
+)
+case("Score-steps=2.7", TypeError, "`num_steps_per_level` must be an integer")(
+    lambda: ne.ScoreDistribution(
+        lambda x, s: -x, (2,), sigmas=jnp.array([1.0]), num_steps_per_level=2.7
+    )
+)
+case("Score-log_prob", NotImplementedError, "ScoreDistribution has no log_prob")(
+    lambda: ne.ScoreDistribution(
+        lambda x, s: -x, (2,), sigmas=jnp.array([1.0])
+    ).log_prob(jnp.zeros(2))
+)
+
+# ----------------------------------------------------------------- learning
+case("EBM-optimizer-wrong-object", ValueError, "optax.GradientTransformation")(
+    lambda: ne.EBM(energy_net(), "adam")
+)
+case("EBM-network-plain-function", ValueError, "flax.nnx.Module or a pair")(
+    lambda: ne.EBM(lambda x: x, optax.adam(1e-3))
+)
+case("EBM-method-wrong-object", ValueError, "`method` must be")(
+    lambda: ne.EBM(energy_net(), optax.adam(1e-3), method="pcd")
+)
+case("EBM-batch_size=0", ValueError, "`batch_size` must be a positive")(
+    lambda: ebm().run(jax.random.key(0), DATA, num_steps=5, batch_size=0)
+)
+case("EBM-batch_size-too-large", ValueError, "larger than the data")(
+    lambda: ebm().run(jax.random.key(0), DATA, num_steps=5, batch_size=65)
+)
+case("EBM-empty-data", ValueError, "`data` is empty")(
+    lambda: ebm().run(jax.random.key(0), jnp.zeros((0, 2)), num_steps=5, batch_size=8)
+)
+case("EBM-nan-data", ValueError, "NaN or infinite")(
+    lambda: ebm().run(
+        jax.random.key(0), DATA.at[3, 0].set(jnp.nan), num_steps=5, batch_size=8
+    )
+)
+case("EBM-inf-data", ValueError, "NaN or infinite")(
+    lambda: ebm().run(
+        jax.random.key(0), DATA.at[3, 0].set(jnp.inf), num_steps=5, batch_size=8
+    )
+)
+case("EBM-data-wrong-width", ValueError, "cannot be applied to data of shape")(
+    lambda: ebm().run(jax.random.key(0), jnp.zeros((64, 3)), num_steps=5, batch_size=8)
+)
+case("EBM-num_steps=0", ValueError, "`num_steps` must be a positive")(
+    lambda: ebm().run(jax.random.key(0), DATA, num_steps=0, batch_size=8)
+)
+case("PCD-buffer-smaller-than-batch", ValueError, "`buffer_size`")(
+    lambda: ebm(ne.PCD(buffer_size=4)).run(
+        jax.random.key(0), DATA, num_steps=5, batch_size=8
+    )
+)
+case("PCD-reinit_prob=2", ValueError, "`reinit_prob` must be in")(
+    lambda: ebm(ne.PCD(buffer_size=64, reinit_prob=2.0)).run(
+        jax.random.key(0), DATA, num_steps=5, batch_size=8
+    )
+)
+case("CD-num_steps=0", ValueError, "`num_steps` must be a positive")(
+    lambda: ebm(ne.CD(num_steps=0)).run(
+        jax.random.key(0), DATA, num_steps=5, batch_size=8
+    )
+)
+case("ShortRun-step_size=-1", ValueError, "`step_size` must be positive")(
+    lambda: ebm(ne.ShortRun(step_size=-1.0)).run(
+        jax.random.key(0), DATA, num_steps=5, batch_size=8
+    )
+)
+case("TemperedPCD-one-level", ValueError, "`num_temperatures` must be")(
+    lambda: ebm(ne.TemperedPCD(num_temperatures=1)).run(
+        jax.random.key(0), DATA, num_steps=5, batch_size=8
+    )
+)
+case("EBM-energy_regularization=-1", ValueError, "`energy_regularization`")(
+    lambda: ne.EBM(energy_net(), optax.adam(1e-3), energy_regularization=-1.0)
+)
+case("Sliced-num_projections=0", ValueError, "`num_projections` must be a positive")(
+    lambda: ne.ScoreMatching(
+        energy_net(), optax.adam(1e-3), ne.SlicedScoreMatching(num_projections=0)
+    )
+)
+case("Sliced-distribution-unknown", ValueError, "`distribution` must be")(
+    lambda: ne.ScoreMatching(
+        energy_net(), optax.adam(1e-3), ne.SlicedScoreMatching(distribution="uniform")
+    )
+)
+case("DSM-sigma=0", ValueError, "`sigma` must be positive")(
+    lambda: ne.DenoisingScoreMatching(sigma=0.0)
+)
+case("DSM-both-sigma-and-sigmas", ValueError, "exactly one of `sigma`")(
+    lambda: ne.DenoisingScoreMatching(sigma=0.1, sigmas=[1.0, 0.1])
+)
+case("ScoreMatching-objective-wrong-object", TypeError, "`objective` must be")(
+    lambda: ne.ScoreMatching(energy_net(), optax.adam(1e-3), "sliced")
+)
+
+# -------------------------------------------------------------- diagnostics
+case("ksd-nan-samples", ValueError, "non-finite values")(
+    lambda: ne.kernel_stein_discrepancy(DATA.at[0, 0].set(jnp.nan), lambda x: -x)
+)
+case("ksd-nan-scores", FloatingPointError, "non-finite scores at 64 of the 64")(
+    lambda: ne.kernel_stein_discrepancy(DATA, lambda x: jnp.nan * x)
+)
+case("ksd-score-wrong-shape", ValueError, "score_fn must map samples")(
+    lambda: ne.kernel_stein_discrepancy(DATA, lambda x: -x[:, :1])
+)
+case("ksd-c=0", ValueError, "`c` must be positive")(
+    lambda: ne.kernel_stein_discrepancy(DATA, lambda x: -x, c=0.0)
+)
+case("grid-nan-energy", FloatingPointError, "grid_log_likelihood is not finite")(
+    lambda: ne.grid_log_likelihood(
+        lambda z: jnp.where(z[:, 0] > 2.0, jnp.nan, 0.5 * jnp.sum(z**2, -1)),
+        DATA,
+        ((-4, 4), (-4, 4)),
+        num_grid=32,
+    )
+)
+case("grid-bounds-reversed", ValueError, "xmin < xmax")(
+    lambda: ne.grid_log_likelihood(
+        lambda z: jnp.sum(z**2, -1), DATA, ((4, -4), (-4, 4)), num_grid=8
+    )
+)
+case("mmd-nan", ValueError, "non-finite values")(
+    lambda: ne.mmd(DATA.at[0, 0].set(jnp.nan), DATA)
+)
+case("toy-law-num_samples=2.5", TypeError, "`num_samples` must be an integer")(
+    lambda: ne.datasets.two_moons().sample(jax.random.key(0), 2.5)
+)
+
+
+@pytest.mark.parametrize("fn, error, match", CASES)
+def test_bad_input_is_refused(fn, error, match):
+    with pytest.raises(error, match=match):
+        fn()
+
+
+def test_the_table_covers_enough_cases():
+    assert len(CASES) >= 60, len(CASES)
+
+
+def test_numpy_and_jax_scalars_are_accepted_as_numbers():
+    # np.float32(0.01) used to be refused as "must be positive"
+    for step in (np.float32(0.01), np.float64(0.01), jnp.asarray(0.01)):
+        ne.MALA(potential_fn=quadratic, step_size=step)
+        ne.ULA(potential_fn=quadratic, step_size=step)
+        ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1), (2,), step_size=step)
+    ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1), (2,), num_steps=np.int64(5))
