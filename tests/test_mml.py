@@ -14,7 +14,7 @@ from numpyro.distributions import constraints
 from numpyro.infer.initialization import init_to_value
 
 import numpyro_ebm as ne
-from tests.stats import ess
+from tests.stats import assert_variance, ess
 
 D, N = 100, 10
 
@@ -42,8 +42,11 @@ def _stationary_mean_check(theta, truth, k=5.0, min_ess=50):
 
 @pytest.mark.parametrize("estimator_cls", [ne.PGD, ne.IPLA])
 def test_particle_estimators_centre_on_the_mle(toy_data, estimator_cls):
+    # the published step 2 / (2 + D) puts theta's update factor at 1 - h D = -0.96:
+    # theta flips around the MLE at every step, which the run reports
     estimator = estimator_cls(toy_model, step_size=2 / (2 + D), num_particles=N)
-    result = estimator.run(jax.random.key(0), 8000, toy_data, progress_bar=False)
+    with pytest.warns(RuntimeWarning, match="'theta' oscillates"):
+        result = estimator.run(jax.random.key(0), 8000, toy_data, progress_bar=False)
     theta = np.asarray(result.history["params"]["theta"])[1000:]
     _stationary_mean_check(theta, float(toy_data.mean()))
     assert result.particles["x"].shape == (N, D)
@@ -65,6 +68,34 @@ def test_pqn_on_the_published_toy_setup(toy_data):
     assert abs(theta[15:].mean() - float(toy_data.mean())) < 0.02
     with pytest.raises(ValueError, match="preconditioner"):
         ne.PGD(toy_model, step_size=0.1, num_particles=2, preconditioner="newton")
+
+
+def _ipla_stationary_variance(D, N, h):
+    """Exact stationary variance of theta for IPLA on the toy model.
+
+    With PQN (A = 1/D) only u = theta - mean(y) and v = xbar - mean(y) interact:
+    u' = (1 - h) u + h v + sqrt(2h / (N D)) xi, v' = h u + (1 - 2h) v +
+    sqrt(2h / (N D)) xi', a linear Gaussian recursion.
+    """
+    from scipy.linalg import solve_discrete_lyapunov
+
+    B = np.array([[1 - h, h], [h, 1 - 2 * h]])
+    Q = np.eye(2) * 2 * h / (N * D)
+    return solve_discrete_lyapunov(B, Q)[0, 0]
+
+
+def test_ipla_with_pqn_preconditions_the_noise_too(toy_data):
+    # the PQN metric must scale the parameter noise as well as its drift: the
+    # stationary variance of theta is then about 2 / (N D) = 0.002 (the
+    # continuous-time value), not D times more
+    h = 0.2
+    estimator = ne.IPLA(toy_model, step_size=h, num_particles=N, preconditioner="pqn")
+    result = estimator.run(jax.random.key(3), 8000, toy_data, progress_bar=False)
+    theta = np.asarray(result.history["params"]["theta"], np.float64)[1000:]
+    exact = _ipla_stationary_variance(D, N, h)
+    assert abs(exact / (2 / (N * D)) - 1) < 0.25  # near the continuous limit
+    assert_variance(theta[None, :, None], exact, min_ess=200)
+    _stationary_mean_check(theta, float(toy_data.mean()))
 
 
 def _pgd_average_law(D, N, h, K, average_from):
@@ -135,9 +166,10 @@ def test_constrained_parameter_is_estimated_in_its_support():
         x = numpyro.sample("x", dist.Normal(0.0, s).expand([y.shape[0]]).to_event(1))
         numpyro.sample("y", dist.Normal(x, 1.0).to_event(1), obs=y)
 
-    result = ne.PGD(model, step_size=0.02, num_particles=10).run(
-        jax.random.key(0), 10000, y, progress_bar=False
-    )
+    with pytest.warns(RuntimeWarning, match="'s' oscillates"):  # h near its limit
+        result = ne.PGD(model, step_size=0.02, num_particles=10).run(
+            jax.random.key(0), 10000, y, progress_bar=False
+        )
     s = np.asarray(result.history["params"]["s"])
     assert np.all(s > 0)
     mle = np.sqrt(float(jnp.mean(y**2)) - 1.0)
@@ -204,7 +236,7 @@ def test_divergence_is_reported(toy_data):
 def test_arviz_conversion(toy_data):
     import arviz as az
 
-    result = ne.IPLA(toy_model, step_size=2 / (2 + D), num_particles=N).run(
+    result = ne.IPLA(toy_model, step_size=0.5 / D, num_particles=N).run(
         jax.random.key(0), 2000, toy_data, progress_bar=False
     )
     tree = result.to_datatree(burn_in=500)
@@ -534,3 +566,56 @@ def test_mala_refuses_a_second_subsampled_plate():
         soul.run(jax.random.key(0), 2, y, n=10, m=5, progress_bar=False)
     # with the observation plate whole it runs
     soul.run(jax.random.key(0), 2, y, n=10, progress_bar=False)
+
+
+# ------------------------------------------------------- a 5-d factor model
+FACTOR_N, FACTOR_D, FACTOR_K = 300, 5, 2
+
+
+@pytest.fixture(scope="module")
+def factor_data():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(FACTOR_D, FACTOR_K))
+    mu = rng.normal(size=FACTOR_D)
+    sigma = np.exp(rng.normal(-0.5, 0.3, size=FACTOR_D))
+    z = rng.normal(size=(FACTOR_N, FACTOR_K))
+    y = z @ w.T + mu + sigma * rng.normal(size=(FACTOR_N, FACTOR_D))
+    return jnp.asarray(y, jnp.float32)
+
+
+def factor_model(y):
+    # y_n = W z_n + mu + sigma * eps, z_n ~ N(0, I_2): y_n ~ N(mu, W W^T + diag sigma^2)
+    w = numpyro.param("W", 0.5 * jnp.eye(FACTOR_D, FACTOR_K) + 0.1)
+    mu = numpyro.param("mu", jnp.zeros(FACTOR_D))
+    sigma = numpyro.param("sigma", jnp.ones(FACTOR_D), constraint=constraints.positive)
+    z = numpyro.sample(
+        "z", dist.Normal(0.0, 1.0).expand([y.shape[0], FACTOR_K]).to_event(2)
+    )
+    numpyro.sample("y", dist.Normal(z @ w.T + mu, sigma).to_event(2), obs=y)
+
+
+def factor_log_likelihood(params, y):
+    """The exact marginal log-likelihood log p(y | W, mu, sigma)."""
+    w, mu, sigma = params["W"], params["mu"], params["sigma"]
+    cov = w @ w.T + jnp.diag(sigma**2)
+    return float(dist.MultivariateNormal(mu, cov).log_prob(y).sum())
+
+
+def test_pgd_reports_a_collapsing_log_joint(factor_data):
+    # h = 0.01 is too large for the parameters' curvature (300 data points): the
+    # run stays finite, but the log joint falls far below its start
+    with pytest.warns(RuntimeWarning, match="the log joint fell from"):
+        ne.PGD(factor_model, step_size=0.01, num_particles=10).run(
+            jax.random.key(1), 2000, factor_data, progress_bar=False
+        )
+
+
+def test_pqn_refuses_a_hessian_that_is_not_positive_definite(factor_data):
+    # at the initial W the factor model's log joint is not concave in W
+    estimator = ne.PGD(
+        factor_model, step_size=0.03, num_particles=10, preconditioner="pqn"
+    )
+    with pytest.raises(
+        FloatingPointError, match="not positive definite at iteration 0"
+    ):
+        estimator.run(jax.random.key(1), 200, factor_data, progress_bar=False)

@@ -18,6 +18,8 @@ import copy
 import warnings
 from typing import NamedTuple
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -34,6 +36,8 @@ from numpyro.util import not_jax_tracer
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_proposal, langevin_step
+from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
+from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
 from numpyro_ebm.learn import training
 
@@ -105,7 +109,6 @@ class MMLRunResult(NamedTuple):
             >>> tree["posterior"]["m"].shape, tree["latent_particles"]["z"].shape
             ((1, 40), (4, 1))
         """
-        import numpy as np
 
         import arviz as az
 
@@ -470,7 +473,7 @@ class _Estimator:
                 self._spec.param_transforms,
                 {k: v for k, v in new.params.items() if k in trace_params},
             )
-            diverged = ~jnp.isfinite(lp)
+            diverged = ~(jnp.isfinite(lp) & is_finite_tree(new.params))
             return new, {
                 "log_joint": lp,
                 "params": params,
@@ -485,14 +488,10 @@ class _Estimator:
             num_steps,
             progress_bar=progress_bar,
             description=type(self).__name__,
+            check=self._check_window,
         )
-        if bool(jnp.any(history["diverged"])):
-            first = int(jnp.argmax(history["diverged"]))
-            raise FloatingPointError(
-                f"{type(self).__name__} diverged: the joint log density became "
-                f"non-finite at iteration {first}; lower the step size."
-            )
         del history["diverged"]
+        self._warn_about(history)
         estimate = self._estimate(state)
         return MMLRunResult(
             self._constrain(self._spec.param_transforms, estimate),
@@ -505,6 +504,86 @@ class _Estimator:
 
     def _estimate(self, state):
         return state.params
+
+    def _check_window(self, window, lower):
+        """Stop the run at the first iteration that cannot go on (host side)."""
+        name = type(self).__name__
+        diverged = np.asarray(window["diverged"])
+        first_diverged = int(np.argmax(diverged)) if diverged.any() else len(diverged)
+        if "hessian_min_eigenvalue" in window:
+            # a Hessian that is not positive definite is the cause of a divergence
+            # that follows it: report it first
+            eigenvalues = np.asarray(window["hessian_min_eigenvalue"])
+            bad = ~(eigenvalues > 0)
+            if bad.any() and int(np.argmax(bad)) <= first_diverged:
+                first = int(np.argmax(bad))
+                raise FloatingPointError(
+                    f"{name} with preconditioner='pqn': the particle-averaged "
+                    "negative Hessian of the log joint in the parameters is not "
+                    f"positive definite at iteration {lower + first} (smallest "
+                    f"eigenvalue {eigenvalues[first]:.3g}), so PQN's step is not "
+                    "an ascent direction. The log joint is not concave in the "
+                    "parameters there: use preconditioner=None with a smaller "
+                    "step size, or SOUL with an Optax optimizer."
+                )
+        if diverged.any():
+            raise FloatingPointError(
+                f"{name} diverged: the joint log density or the parameters became "
+                f"non-finite at iteration {lower + first_diverged}; lower the step "
+                "size."
+            )
+
+    def _warn_about(self, history):
+        """Warn, with the figures, when a finished run looks wrong."""
+        name = type(self).__name__
+        lp = np.asarray(history["log_joint"], np.float64)
+        n = lp.shape[0]
+        if n >= 50:
+            # the log joint should rise from its start and then settle: a final
+            # level far below the start or the peak means the run went astray
+            width = max(5, n // 50)
+            smooth = np.convolve(lp, np.ones(width) / width, mode="valid")
+            peak, end = max(smooth.max(), lp[:5].mean()), smooth[-1]
+            # allowed: the noise of the averaged end, and the fall from a start
+            # at a mode into the typical set (about d/2 nats, sd sqrt(d/2))
+            dim = sum(int(np.size(v)) for v in self._spec.init_latents.values())
+            margin = (
+                5 * lp[-width:].std() / np.sqrt(width)
+                + dim / 2
+                + 5 * np.sqrt(dim / 2)
+                + 0.01 * abs(peak)
+            )
+            if peak - end > margin:
+                warnings.warn(
+                    f"{name}: the log joint fell from {peak:.6g} (its start or "
+                    f"peak) to {end:.6g} (the mean of the last {width} "
+                    "iterations): the run moved away from the maximum (a step too "
+                    "large "
+                    "for the parameters, or a badly conditioned preconditioner). "
+                    "Lower the step size.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+        for site, values in history["params"].items():
+            values = np.asarray(values, np.float64).reshape(n, -1)
+            if n < 50 or values.shape[1] > 1000:
+                continue
+            steps = np.diff(values[n // 2 :], axis=0)
+            steps = steps - steps.mean(0)
+            denom = (steps**2).sum(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lag1 = (steps[1:] * steps[:-1]).sum(0) / denom
+            lag1 = np.where(denom > 0, lag1, 0.0)
+            if lag1.min() < -0.75:
+                warnings.warn(
+                    f"{name}: the parameter '{site}' oscillates (lag-1 "
+                    f"autocorrelation of its steps {lag1.min():.2f} over the second "
+                    "half of the run): the step is too large for its curvature. "
+                    "Lower the step size, or use preconditioner='pqn' or an Optax "
+                    "optimizer.",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
 
 
 def _check_step_size(step_size):
@@ -567,19 +646,12 @@ class PGD(_Estimator):
         self.step_size = step_size
         self.preconditioner = preconditioner
 
-    def _direction(
-        self, params_u, particles, grad_params, args, kwargs, rng_key, batch
-    ):
-        """The parameter step direction: the gradient, or PQN's Newton-like one.
+    #: inverse temperature of the parameter move: no noise for PGD
+    _parameter_inverse_temperature = jnp.inf
 
-        PQN divides by the particle average of the negative Hessian of
-        ``log p_theta(x, z_i)`` in ``theta`` (Kuntz, Lim & Johansen 2023), which
-        puts the parameters on the latents' time scale.
-        """
-        if self.preconditioner is None:
-            return grad_params
+    def _negative_hessian(self, params_u, particles, args, kwargs, rng_key, batch):
+        """Particle average of ``-grad_theta^2 log p_theta(x, z_i)`` (flat)."""
         flat, unravel = ravel_pytree(params_u)
-        g_flat, _ = ravel_pytree(grad_params)
 
         def log_joint_flat(theta, z):
             return self._log_joint(unravel(theta), z, args, kwargs, rng_key, batch)
@@ -587,10 +659,33 @@ class PGD(_Estimator):
         hessians = jax.vmap(jax.hessian(log_joint_flat), in_axes=(None, 0))(
             flat, particles
         )
-        return unravel(jnp.linalg.solve(-hessians.mean(0), g_flat))
+        return -hessians.mean(0)
 
-    def _theta_noise(self, key, params, step_size):
-        return params
+    def _parameter_move(
+        self, key, params_u, grad_params, particles, args, kwargs, rng_key, batch, h
+    ):
+        """The parameters' Langevin move, the shared core step.
+
+        Drift ``h A grad_theta``, noise ``sqrt(2 h / beta) A^(1/2) xi``: ``A = I``
+        or, with PQN, the inverse of the particle-averaged negative Hessian
+        (Kuntz, Lim & Johansen 2023), which puts the parameters on the
+        latents' time scale; ``beta = N`` for IPLA and infinite (no noise) for
+        PGD. Returns the new parameters and diagnostics.
+        """
+        flat, unravel = ravel_pytree(params_u)
+        g_flat, _ = ravel_pytree(grad_params)
+        metric, info = None, {}
+        if self.preconditioner == "pqn":
+            neg_hessian = self._negative_hessian(
+                params_u, particles, args, kwargs, rng_key, batch
+            )
+            # the smallest eigenvalue says whether PQN's metric exists at all
+            info["hessian_min_eigenvalue"] = jnp.linalg.eigvalsh(neg_hessian)[0]
+            metric = metric_from_inverse_mass_matrix(jnp.linalg.inv(neg_hessian))
+        new, _ = langevin_proposal(
+            key, flat, -g_flat, h, metric, self._parameter_inverse_temperature
+        )
+        return unravel(new), info
 
     def _move(self, key, state, args, kwargs):
         key_theta, key_z, key_model, key_batch = random.split(key, 4)
@@ -600,14 +695,12 @@ class PGD(_Estimator):
         lp, grad_params, grad_latents = self._gradients(
             state.params, z, args, kwargs, key_model, batch
         )
-        direction = self._direction(
-            state.params, z, grad_params, args, kwargs, key_model, batch
+        params, info = self._parameter_move(
+            key_theta, state.params, grad_params, z, args, kwargs, key_model, batch, h
         )
-        params = jax.tree.map(lambda p, g: p + h * g, state.params, direction)
-        params = self._theta_noise(key_theta, params, h)
         z = self._langevin_particles(key_z, z, grad_latents, h)
         particles = self._scatter(state.particles, z, batch)
-        return state._replace(params=params, particles=particles), lp.mean(), {}
+        return state._replace(params=params, particles=particles), lp.mean(), info
 
 
 class IPLA(PGD):
@@ -617,6 +710,9 @@ class IPLA(PGD):
     ``theta <- theta + h mean_i grad_theta log p + sqrt(2 h / N) xi``, so the
     parameter marginal targets ``∝ p_theta(x)^N``: it concentrates on the
     maximum likelihood estimate with variance about ``1 / (N * curvature)``.
+    With ``preconditioner="pqn"`` the drift and the noise are preconditioned
+    alike (``h A grad + sqrt(2 h / N) A^(1/2) xi`` with ``A`` the inverse
+    particle-averaged negative Hessian), so the target is the same.
 
     Args:
         model: a NumPyro model with ``numpyro.param`` and latent sample sites.
@@ -645,10 +741,9 @@ class IPLA(PGD):
         estimation*.
     """
 
-    def _theta_noise(self, key, params, step_size):
-        flat, unravel = ravel_pytree(params)
-        z = random.normal(key, flat.shape, flat.dtype)
-        return unravel(flat + jnp.sqrt(2.0 * step_size / self.num_particles) * z)
+    @property
+    def _parameter_inverse_temperature(self):
+        return self.num_particles
 
 
 class SOUL(_Estimator):

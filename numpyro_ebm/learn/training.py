@@ -154,6 +154,7 @@ def run_loop(
     checkpoint_dir: str | None = None,
     checkpoint_every: int | None = None,
     description: str = "train",
+    check: Callable | None = None,
 ):
     """Run ``num_steps`` of ``step(state, data, mesh) -> (state, metrics)``.
 
@@ -161,7 +162,9 @@ def run_loop(
     history so far are saved every ``checkpoint_every`` steps (and at the end)
     with Orbax; if the directory already holds a checkpoint of this run, the
     run resumes from its latest one and ends exactly where an uninterrupted
-    run would.
+    run would. ``check(window, lower)``, if given, is called on the host with
+    each chunk's metrics (iterations ``lower, lower + 1, ...``) and may raise
+    to stop the run.
     """
     if not (isinstance(num_steps, int | np.integer) and num_steps >= 1):
         raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
@@ -212,6 +215,8 @@ def run_loop(
     with bar:
         for lower, upper in zip(bounds[:-1], bounds[1:], strict=True):
             state, history = run_chunk(state, history, data, lower, upper)
+            if check is not None:
+                check(jax.device_get(_window(history, lower, upper)), lower)
             if progress_bar:
                 recent = jax.device_get(_window(history, lower, upper))
                 bar.set_postfix_str(_postfix(recent), refresh=False)
