@@ -54,6 +54,7 @@ def make_generator(args, prior):
                 base,
                 num_steps=args.prior_steps,
                 step_size=args.prior_step_size,
+                adjusted=False,  # short unadjusted prior chains, as measured
                 contrastive=contrastive,
                 num_contrastive_samples=args.batch_size,
             )

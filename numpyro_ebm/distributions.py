@@ -12,8 +12,7 @@ from numpyro.distributions import constraints
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import annealed_langevin, check_sigmas
-from numpyro_ebm.core.langevin import init as langevin_init
-from numpyro_ebm.core.langevin import langevin_step
+from numpyro_ebm.infer.pooled import pooled_langevin, warn_if_not_mixed
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
 
@@ -32,12 +31,17 @@ class EnergyDistribution(dist.Distribution):
     with :func:`numpyro.contrib.module.nnx_module` and pass the returned
     callable as ``energy_fn``.
 
-    ``sample()`` runs ``num_steps`` Langevin steps (the shared step of
-    :func:`~numpyro_ebm.core.langevin.langevin_step`; unadjusted unless
-    ``adjusted=True``) from draws of ``base_dist`` — or of ``init_dist``, by
-    default ``N(0, I)`` — one independent chain per requested sample. These are
-    approximate draws: exact only as ``num_steps`` grows (and, unadjusted, as
-    ``step_size`` shrinks).
+    ``sample()`` runs one Langevin chain per requested draw (the core's
+    shared step), started from ``base_dist`` — or ``init_dist``, by default
+    ``N(0, I)``. By default the chains are Metropolis-adjusted (MALA, exact
+    in the limit), their common step size is tuned during a burn-in of
+    ``num_warmup`` steps on the acceptance rate pooled over all chains, and
+    they then run until their mean energy stops moving (see
+    :func:`~numpyro_ebm.infer.pooled.pooled_langevin` for the rule); a
+    warning says so when the rule is not met. This is accurate for
+    well-conditioned energies of any scale; draws of a multimodal energy may
+    still miss modes the chains never cross to. Draw many samples at once:
+    the tuning and the rule use every chain, and need at least 8.
 
     Args:
         energy_fn: maps ``x`` of shape ``batch_shape + event_shape`` (with any
@@ -47,11 +51,16 @@ class EnergyDistribution(dist.Distribution):
             ``dist.Normal(0, 1).expand([d]).to_event(1)``, as in latent EBM
             priors); it also starts the sampling chains.
         batch_shape: batch shape of the energies.
-        num_steps: Langevin steps per ``sample()`` call.
-        step_size: Langevin step size (the MATH.md §1 convention).
+        num_steps: sampling steps after the burn-in; ``None`` (default) runs
+            until the stopping rule is met.
+        step_size: a fixed Langevin step size (``x' = x - h grad E + sqrt(2h)
+            xi``); ``None`` (default) tunes it.
+        num_warmup: burn-in steps (default 200 when tuning, else 0).
+        target_accept_prob: acceptance rate the tuning aims for.
         init_dist: law of the chains' starting points when there is no
             ``base_dist`` (default standard normal).
-        adjusted: Metropolis-adjust each step (MALA).
+        adjusted: Metropolis-adjust each step (MALA, the default); ULA with
+            ``False``.
         contrastive: make ``log_prob``'s gradient in the energy's parameters
             that of the normalised density (see :meth:`log_prob`), for
             learning the energy inside a model.
@@ -85,6 +94,8 @@ class EnergyDistribution(dist.Distribution):
         "energy_fn",
         "num_steps",
         "step_size",
+        "num_warmup",
+        "target_accept_prob",
         "adjusted",
         "contrastive",
         "num_contrastive_samples",
@@ -97,10 +108,12 @@ class EnergyDistribution(dist.Distribution):
         base_dist=None,
         *,
         batch_shape=(),
-        num_steps=100,
-        step_size=0.01,
+        num_steps=None,
+        step_size=None,
+        num_warmup=None,
+        target_accept_prob=0.574,
         init_dist=None,
-        adjusted=False,
+        adjusted=True,
         contrastive=False,
         num_contrastive_samples=64,
         rng_key=None,
@@ -110,8 +123,13 @@ class EnergyDistribution(dist.Distribution):
             raise ValueError("`energy_fn` must be callable: x -> energies.")
         event_shape = tuple(event_shape)
         batch_shape = tuple(batch_shape)
-        num_steps = validation.positive_integer("num_steps", num_steps)
-        validation.positive("step_size", step_size)
+        if num_steps is not None:
+            num_steps = validation.positive_integer("num_steps", num_steps)
+        if step_size is not None:
+            validation.positive("step_size", step_size)
+        if num_warmup is not None:
+            num_warmup = validation.non_negative_integer("num_warmup", num_warmup)
+        validation.probability("target_accept_prob", target_accept_prob)
         for name, d in (("base_dist", base_dist), ("init_dist", init_dist)):
             if d is not None and tuple(d.event_shape) != event_shape:
                 raise ValueError(
@@ -124,6 +142,8 @@ class EnergyDistribution(dist.Distribution):
         self.init_dist = init_dist
         self.num_steps = num_steps
         self.step_size = step_size
+        self.num_warmup = num_warmup
+        self.target_accept_prob = target_accept_prob
         self.adjusted = adjusted
         self.contrastive = contrastive
         if contrastive:
@@ -233,6 +253,26 @@ class EnergyDistribution(dist.Distribution):
         return -jnp.sum(self._unnormalised_log_prob(value))
 
     def sample(self, key, sample_shape=()):
+        """Draws by Langevin chains, one chain per draw (see the class notes).
+
+        Warns (also under ``jax.jit``) when the chains' stopping rule was not
+        met; :meth:`sample_with_diagnostics` returns the figures.
+        """
+        draws, info = self.sample_with_diagnostics(key, sample_shape)
+        warn_if_not_mixed(info, "EnergyDistribution.sample's chains")
+        return draws
+
+    def sample_with_diagnostics(self, key, sample_shape=()):
+        """``(draws, info)``: the draws and their chains' :class:`~numpyro_ebm.infer.pooled.PooledInfo`.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> import numpyro_ebm as ne
+            >>> d = ne.EnergyDistribution(lambda x: jnp.sum(x**2, -1) / 8.0, (2,))
+            >>> x, info = d.sample_with_diagnostics(jax.random.key(0), (1000,))
+            >>> bool(info.converged), round(float(x.var()), 0)  # variance 4
+            (True, 4.0)
+        """
         key_init, key_chain = random.split(key)
         start_dist = (
             self.base_dist or self.init_dist or _standard_normal(self.event_shape)
@@ -247,21 +287,17 @@ class EnergyDistribution(dist.Distribution):
             init = jnp.broadcast_to(init, shape + self.event_shape)
         # one chain per sample; a chain's position holds its batch members
         chains = init.reshape((-1,) + self.batch_shape + self.event_shape)
-
-        def run_chain(key, x):
-            state = langevin_init(x, self.potential)
-
-            def step(state, key):
-                state, _ = langevin_step(
-                    key, state, self.potential, self.step_size, adjusted=self.adjusted
-                )
-                return state, None
-
-            state, _ = jax.lax.scan(step, state, random.split(key, self.num_steps))
-            return state.position
-
-        keys = random.split(key_chain, chains.shape[0])
-        return jax.vmap(run_chain)(keys, chains).reshape(init.shape)
+        draws, info = pooled_langevin(
+            key_chain,
+            self.potential,
+            chains,
+            num_warmup=self.num_warmup,
+            num_steps=self.num_steps,
+            step_size=self.step_size,
+            adjusted=self.adjusted,
+            target_accept_prob=self.target_accept_prob,
+        )
+        return draws.reshape(init.shape), info
 
 
 class ScoreDistribution(dist.Distribution):

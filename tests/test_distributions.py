@@ -118,6 +118,40 @@ def test_neural_energy_prior_latent_is_sampled_correctly(
 
 
 # ------------------------------------------------------------ bad input
+def test_default_sample_is_accurate_for_an_energy_of_unknown_scale():
+    # N(m, 4 I): the former default (100 unadjusted steps of 0.01 from N(0, I))
+    # left the draws' mean 0.4 sd off; the default now tunes its step on all
+    # chains and runs until the mean energy settles
+    m = jnp.array([1.0, -2.0])
+    d = ne.EnergyDistribution(lambda x: jnp.sum((x - m) ** 2, -1) / 8.0, (2,))
+    num = 4000
+    x, info = d.sample_with_diagnostics(jax.random.key(1), (num,))
+    assert bool(info.converged) and 0.45 < float(info.accept_prob) < 0.7
+    draws = np.asarray(x, np.float64).reshape(1, num, 2)  # independent chains
+    assert_mean(draws, np.asarray(m), np.full(2, 2.0), k=4, min_ess=2000)
+    assert_variance(draws, np.full(2, 4.0), k=4, min_ess=2000)
+    # Predictive draws through sample() and gets the same law
+    from numpyro.infer import Predictive
+
+    def model():
+        numpyro.sample("z", d)
+
+    z = Predictive(model, num_samples=num)(jax.random.key(2))["z"]
+    z = np.asarray(z, np.float64).reshape(1, num, 2)
+    assert_mean(z, np.asarray(m), np.full(2, 2.0), k=4, min_ess=2000)
+
+
+def test_sample_warns_when_its_chains_did_not_settle():
+    d = ne.EnergyDistribution(
+        lambda x: jnp.sum((x - 5.0) ** 2, -1), (2,), num_steps=4, step_size=1e-4
+    )
+    with pytest.warns(RuntimeWarning, match="may not have mixed: after 4 sampling"):
+        d.sample(jax.random.key(0), (500,))
+    # inside jit too
+    with pytest.warns(RuntimeWarning, match="may not have mixed"):
+        jax.block_until_ready(jax.jit(lambda k: d.sample(k, (500,)))(jax.random.key(1)))
+
+
 def test_energy_distribution_bad_input():
     with pytest.raises(ValueError, match="callable"):
         ne.EnergyDistribution(3.0, (2,))

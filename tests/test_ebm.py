@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +98,46 @@ def test_ladder_equalises_rejection():
         and new[1] > 0.5
         and bool(jnp.all(jnp.diff(new) < 0))
     )
+
+
+@pytest.fixture(scope="module")
+def moons():
+    return ne.datasets.two_moons().sample(jax.random.key(0), 2000)
+
+
+def test_divergent_training_stops_and_names_the_step(moons):
+    ebm = ne.EBM(
+        ne.nn.EnergyMLP(2, (32, 32), rngs=nnx.Rngs(0)),
+        optax.sgd(10.0),
+        method=ne.PCD(num_steps=10, step_size=0.01, buffer_size=1000),
+    )
+    with pytest.raises(FloatingPointError, match=r"EBM diverged at step \d+: the loss"):
+        ebm.run(
+            jax.random.key(1), moons, num_steps=300, batch_size=64, progress_bar=False
+        )
+
+
+def test_energy_drift_is_reported_and_prevented(moons):
+    # short-run negatives that barely move: the contrastive loss falls without
+    # bound by pushing the data's energies down and the negatives' up
+    def train(alpha):
+        ebm = ne.EBM(
+            ne.nn.EnergyMLP(2, (32, 32), rngs=nnx.Rngs(0)),
+            optax.adam(0.1),
+            method=ne.ShortRun(num_steps=5, step_size=1e-5),
+            energy_regularization=alpha,
+        )
+        return ebm.run(
+            jax.random.key(1), moons, num_steps=500, batch_size=64, progress_bar=False
+        )
+
+    with pytest.warns(RuntimeWarning, match="energies drifted from a scale of"):
+        drifting = train(0.0)
+    assert float(drifting.history["energy_scale"][-1]) > 1e3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        bounded = train(0.1)
+    assert float(jnp.max(bounded.history["energy_scale"])) < 10.0
 
 
 def test_tempered_swaps_reject_non_finite_energies():

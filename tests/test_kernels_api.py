@@ -400,3 +400,35 @@ def test_progress_bar_run(capsys):
     mcmc.run(jax.random.key(0))
     assert mcmc.get_samples()["x"].shape == (50,)
     assert "divergences=" in kernel.get_diagnostics_str(mcmc.last_state)
+
+
+@pytest.mark.parametrize(
+    "chain_method, num_chains", [("vectorized", 2), ("sequential", 1)]
+)
+def test_stuck_or_exploding_chains_warn(chain_method, num_chains):
+    # a step so large the chain never moves (MALA, not tuned) or, unadjusted,
+    # flies off: both used to run to the end without a word
+    potential = lambda x: 0.5 * jnp.sum(x**2)
+    init = jnp.zeros((num_chains, 2)) if num_chains > 1 else jnp.zeros(2)
+    for kernel, match in (
+        (
+            ne.MALA(
+                potential_fn=potential,
+                step_size=1e4,
+                adapt_step_size=False,
+                adapt_mass_matrix=False,
+            ),
+            "MALA",
+        ),
+        (ne.ULA(potential_fn=potential, step_size=5.0), "ULA"),
+    ):
+        with pytest.warns(RuntimeWarning, match=f"{match}: after 100 sampling"):
+            mcmc = run(
+                kernel,
+                num_warmup=50,
+                num_samples=200,
+                num_chains=num_chains,
+                chain_method=chain_method,
+                init_params=init,
+            )
+            jax.block_until_ready(mcmc.get_samples())

@@ -218,3 +218,16 @@ def test_data_parallel_matches_single_device():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
         _sm().run(jax.random.key(0), x, 5, 30, progress_bar=False, num_devices=4)
+
+
+def test_divergent_score_matching_stops_and_names_the_step():
+    data = ne.datasets.two_moons().sample(jax.random.key(0), 2000)
+    sm = ne.ScoreMatching(
+        ne.nn.EnergyMLP(2, (32, 32), rngs=nnx.Rngs(0)), optax.sgd(10.0)
+    )
+    with pytest.raises(
+        FloatingPointError, match=r"score matching diverged at step \d+: the loss"
+    ):
+        sm.run(
+            jax.random.key(1), data, num_steps=300, batch_size=64, progress_bar=False
+        )

@@ -1,6 +1,7 @@
 """Functional core: pure JAX transitions with NamedTuple states (no NumPyro)."""
 
 from numpyro_ebm.core import (
+    chains,
     langevin,
     metrics,
     proposals,
@@ -8,6 +9,7 @@ from numpyro_ebm.core import (
     schedules,
     validation,
 )
+from numpyro_ebm.core.chains import ChainsInfo, run_chains
 from numpyro_ebm.core.langevin import (
     LangevinInfo,
     LangevinState,
@@ -23,12 +25,15 @@ from numpyro_ebm.core.schedules import (
 )
 
 __all__ = [
+    "chains",
     "langevin",
     "metrics",
     "proposals",
     "rwmh",
     "schedules",
     "validation",
+    "ChainsInfo",
+    "run_chains",
     "LangevinInfo",
     "LangevinState",
     "langevin_proposal",

@@ -6,7 +6,10 @@ constrained sites, ``chain_method="vectorized"``, warm-up adaptation through
 :func:`numpyro.infer.hmc_util.warmup_adapter`, diagnostics — lives here.
 """
 
+import warnings
 from collections import namedtuple
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -329,10 +332,68 @@ class LangevinKernelBase(MCMCKernel):
             )
 
         if vectorized:
-            self._sample_fn = jax.vmap(self._sample_one, in_axes=(0, None, None))
+            one_step = jax.vmap(self._sample_one, in_axes=(0, None, None))
+
+            def vectorized(state, model_args, model_kwargs):
+                state = one_step(state, model_args, model_kwargs)
+                # one check for all chains: the iteration is the same for each
+                self._check_health(state.i[0], state)
+                return state
+
+            self._sample_fn = vectorized
             return jax.vmap(init_one)(rng_key, init_params, pe, grad)
-        self._sample_fn = self._sample_one
+
+        def single(state, model_args, model_kwargs):
+            state = self._sample_one(state, model_args, model_kwargs)
+            self._check_health(state.i, state)
+            return state
+
+        self._sample_fn = single
         return init_one(rng_key, init_params, pe, grad)
+
+    def _check_health(self, i, state):
+        """Warn from inside the compiled loop when the chains are stuck.
+
+        Checked at the end of warm-up and after 100, 1000, 10^4, 10^5 sampling
+        iterations: a mean acceptance probability under 0.01 (a step far too
+        large: the chain does not move, or, unadjusted, its moves are far from
+        the target's) or divergent proposals at most iterations.
+        """
+        num_warmup = self._num_warmup
+        since = i - num_warmup
+        milestones = jnp.asarray([100, 1000, 10_000, 100_000])
+        check = ((i == num_warmup) & (num_warmup >= 20)) | jnp.any(since == milestones)
+
+        def emit(i, accept, num_diverging):
+            i, accept = int(i), float(np.mean(accept))
+            phase = "warm-up" if i <= num_warmup else "sampling"
+            count = i if i <= num_warmup else i - num_warmup
+            divergent = float(np.mean(num_diverging)) / max(count, 1)
+            name = type(self).__name__
+            if accept < 0.01:
+                warnings.warn(
+                    f"{name}: after {count} {phase} iterations the mean acceptance "
+                    f"probability is {accept:.3g}: the step size is far too large "
+                    "(the chain does not move, or an unadjusted chain's moves are "
+                    "far from the target's). Lower step_size, or let it be tuned.",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            elif divergent > 0.5:
+                warnings.warn(
+                    f"{name}: {divergent:.0%} of the {count} {phase} proposals "
+                    "diverged (non-finite potential or gradient).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        jax.lax.cond(
+            check,
+            lambda: jax.debug.callback(
+                emit, i, state.mean_accept_prob, state.num_diverging
+            ),
+            lambda: None,
+        )
 
     def _check_position(self, potential_fn, position):
         """The potential must take one chain's position and return a scalar."""

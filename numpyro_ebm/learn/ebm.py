@@ -16,7 +16,10 @@ parallel tempering on a bridge from a broad Gaussian to the model, so that
 fresh draws enter every iteration and move between modes.
 """
 
+import warnings
 from typing import NamedTuple
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -24,12 +27,14 @@ import optax
 from jax import random
 
 from numpyro_ebm.core import validation
-from numpyro_ebm.core.langevin import init as langevin_init
-from numpyro_ebm.core.langevin import langevin_step
+from numpyro_ebm.core.chains import run_chains
 from numpyro_ebm.core.proposals import metropolis_hastings
 from numpyro_ebm.learn import training
 
 __all__ = ["CD", "PCD", "ShortRun", "TemperedPCD", "EBM", "langevin_chains"]
+
+#: energy scale (root mean square) above which a hundredfold growth is reported
+_ENERGY_DRIFT_LIMIT = 1e4
 
 
 def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False):
@@ -37,7 +42,8 @@ def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False)
 
     ``energy`` maps one point to a scalar. Returns the final points and the
     mean MALA acceptance probability of the moves (the adjusted chains' rate,
-    or a gauge of the discretisation error for unadjusted ones).
+    or a gauge of the discretisation error for unadjusted ones). The chains
+    are the core's :func:`~numpyro_ebm.core.chains.run_chains`.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -46,22 +52,10 @@ def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False)
         >>> x.shape
         (4, 2)
     """
-
-    def chain(key, x):
-        def body(state, key):
-            state, info = langevin_step(
-                key, state, energy, step_size, adjusted=adjusted
-            )
-            return state, info.accept_prob
-
-        state, accept = jax.lax.scan(
-            body, langevin_init(x, energy), random.split(key, num_steps)
-        )
-        return state.position, accept.mean()
-
-    keys = random.split(rng_key, init.shape[0])
-    x, accept = jax.vmap(chain)(keys, init)
-    return x, accept.mean()
+    states, info = run_chains(
+        rng_key, energy, init, num_steps, step_size, adjusted=adjusted
+    )
+    return states.position, info.accept_prob.mean()
 
 
 def _check_steps(num_steps, step_size):
@@ -441,7 +435,12 @@ class EBM(training.Learner):
         optimizer: an Optax gradient transformation.
         method: the negative sampler (default :class:`TemperedPCD`, which
             learns the relative weights of separated modes).
-        energy_regularization: ``alpha`` above.
+        energy_regularization: ``alpha`` above. The contrastive loss only sees
+            energy differences, so the energies' overall level is free and can
+            drift (to 1e10 with a large learning rate); ``alpha > 0`` keeps
+            them near zero. ``history["energy_scale"]`` (the root mean square
+            energy of each step) shows the drift, and a run whose energy scale
+            grows a hundredfold past 1e4 warns.
 
     Example:
         >>> import jax, optax
@@ -453,7 +452,7 @@ class EBM(training.Learner):
         >>> result = ebm.run(jax.random.key(1), data, num_steps=20, batch_size=64,
         ...                  progress_bar=False)
         >>> sorted(result.history)
-        ['accept_prob', 'energy_data', 'energy_negative', 'grad_norm', 'loss']
+        ['accept_prob', 'energy_data', 'energy_negative', 'energy_scale', 'grad_norm', 'loss']
 
     References:
         Hinton (2002), *Training products of experts by minimizing contrastive
@@ -473,9 +472,29 @@ class EBM(training.Learner):
             hasattr(self.method, "init_sampler") and hasattr(self.method, "sample")
         ):
             raise ValueError("`method` must be CD(...), PCD(...) or ShortRun(...).")
-        if not energy_regularization >= 0:
-            raise ValueError("`energy_regularization` must be non-negative.")
+        validation.non_negative("energy_regularization", energy_regularization)
         self.energy_regularization = energy_regularization
+
+    def _divergence_hint(self):
+        return (
+            " An EBM's energies can also drift without bound: watch "
+            "history['energy_scale'] and set `energy_regularization` (e.g. 0.1)."
+        )
+
+    def _warn_about(self, history):
+        scale = np.asarray(history["energy_scale"], np.float64)
+        width = max(1, scale.shape[0] // 20)
+        start, end = scale[0], scale[-width:].mean()
+        if end > _ENERGY_DRIFT_LIMIT and end > 100 * (1 + start):
+            warnings.warn(
+                f"EBM: the energies drifted from a scale of {start:.3g} to {end:.3g} "
+                "(root mean square over the data and negatives, "
+                "history['energy_scale']). The contrastive loss only fixes "
+                "energy differences; set `energy_regularization` (e.g. 0.1; Du & "
+                "Mordatch 2019) or lower the learning rate.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def _energy(self, params):
         """One point -> scalar energy, for the Langevin chains."""
@@ -515,18 +534,20 @@ class EBM(training.Learner):
             def loss_fn(params):
                 e_data = self.apply(params, batch)
                 e_neg = self.apply(params, negatives)
+                square = jnp.mean(e_data**2) + jnp.mean(e_neg**2)
                 loss = e_data.mean() - e_neg.mean()
                 if alpha:
-                    loss = loss + alpha * (jnp.mean(e_data**2) + jnp.mean(e_neg**2))
-                return loss, (e_data.mean(), e_neg.mean())
+                    loss = loss + alpha * square
+                return loss, (e_data.mean(), e_neg.mean(), jnp.sqrt(square / 2))
 
-            (loss, (e_data, e_neg)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params
-            )
+            (loss, (e_data, e_neg, scale)), grads = jax.value_and_grad(
+                loss_fn, has_aux=True
+            )(state.params)
             metrics = {
                 "loss": loss,
                 "energy_data": e_data,
                 "energy_negative": e_neg,
+                "energy_scale": scale,
                 "grad_norm": optax.tree.norm(grads),
                 **info,
             }

@@ -34,8 +34,8 @@ from numpyro.primitives import Messenger
 from numpyro.util import not_jax_tracer
 
 from numpyro_ebm.core import validation
-from numpyro_ebm.core.langevin import init as langevin_init
-from numpyro_ebm.core.langevin import langevin_proposal, langevin_step
+from numpyro_ebm.core.chains import run_chains
+from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
@@ -565,7 +565,13 @@ class _Estimator:
                     stacklevel=3,
                 )
         for site, values in history["params"].items():
-            values = np.asarray(values, np.float64).reshape(n, -1)
+            values = np.concatenate(
+                [
+                    np.asarray(v, np.float64).reshape(n, -1)
+                    for v in jax.tree.leaves(values)
+                ],
+                axis=1,
+            )
             if n < 50 or values.shape[1] > 1000:
                 continue
             steps = np.diff(values[n // 2 :], axis=0)
@@ -888,15 +894,16 @@ class SOUL(_Estimator):
         key_model, key = random.split(key)
 
         def chain(key, z, potential):
-            def body(state, key):
-                state, info = langevin_step(
-                    key, state, potential, step_size, adjusted=True
-                )
-                return state, info.accept_prob
-
-            keys = random.split(key, self.num_langevin_steps)
-            state, accept = jax.lax.scan(body, langevin_init(z, potential), keys)
-            return state.position, accept.mean()
+            state, info = run_chains(
+                key,
+                potential,
+                z,
+                self.num_langevin_steps,
+                step_size,
+                adjusted=True,
+                chain_axis=False,
+            )
+            return state.position, info.accept_prob
 
         if not spec.plates:  # one chain per particle over all latents
 

@@ -24,6 +24,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["TrainState", "TrainResult", "Learner", "split_network", "run_loop"]
 
+#: most steps run between two host-side checks of a run
+_MAX_CHUNK = 1000
+
 
 class TrainState(NamedTuple):
     """Everything a training run carries from one step to the next.
@@ -203,7 +206,10 @@ def run_loop(
 
         return jax.lax.fori_loop(lower, upper, body, (state, history))
 
+    # chunks of at most _MAX_CHUNK steps even without a progress bar, so that
+    # `check` stops a failing run soon after the failure
     chunk = max(1, math.ceil(num_steps / 20)) if progress_bar else num_steps
+    chunk = min(chunk, _MAX_CHUNK)
     if checkpoint_every is not None:
         if checkpoint_every < 1:
             raise ValueError("`checkpoint_every` must be a positive integer.")
@@ -231,6 +237,11 @@ def run_loop(
         manager.wait_until_finished()
         manager.close()
     return state, history
+
+
+def _all_finite(tree):
+    leaves = jax.tree.leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def _window(history, lower, upper):
@@ -356,8 +367,15 @@ class Learner:
         state = (
             self.init(rng_key, data, batch_size) if init_state is None else init_state
         )
+        base_step = self._step(batch_size)
+
+        def step(state, data, mesh):
+            new, metrics = base_step(state, data, mesh)
+            finite = jnp.isfinite(metrics["loss"]) & _all_finite(new.params)
+            return new, {**metrics, "_finite": finite}
+
         state, history = run_loop(
-            self._step(batch_size),
+            step,
             state,
             data,
             num_steps,
@@ -366,5 +384,27 @@ class Learner:
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             description=self.description,
+            check=self._check_window,
         )
+        del history["_finite"]
+        self._warn_about(history)
         return TrainResult(self.rebuild(state.params), state.params, state, history)
+
+    def _check_window(self, window, lower):
+        """Stop at the first step whose loss or parameters are not finite."""
+        finite = np.asarray(window["_finite"])
+        if not finite.all():
+            first = int(np.argmin(finite))
+            raise FloatingPointError(
+                f"{self.description} diverged at step {lower + first}: the loss "
+                f"({float(np.asarray(window['loss'])[first]):.4g}) or the updated "
+                "parameters are not finite. Lower the learning rate, clip the "
+                "gradients (optax.chain(optax.clip_by_global_norm(1.0), ...)), "
+                "or check the data and the network for NaN." + self._divergence_hint()
+            )
+
+    def _divergence_hint(self):
+        return ""
+
+    def _warn_about(self, history):
+        """Subclass hook: warn, with the figures, when a finished run looks wrong."""
