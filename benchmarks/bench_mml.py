@@ -90,17 +90,27 @@ def bench_toy(num_data_sets):
     )
     methods = {
         "PGD, h = 2/(2+D), average from step 150": (
-            ne.PGD(toy_model, 2 / (2 + D), N, zeros),
+            ne.PGD(
+                toy_model, step_size=2 / (2 + D), num_particles=N, init_strategy=zeros
+            ),
             150,
             K,
         ),
         "PGD, h = 2/(2+D), 1500 steps, average from step 300": (
-            ne.PGD(toy_model, 2 / (2 + D), N, zeros),
+            ne.PGD(
+                toy_model, step_size=2 / (2 + D), num_particles=N, init_strategy=zeros
+            ),
             300,
             1500,
         ),
         "PQN, h = 2/3, average from step 15": (
-            ne.PGD(toy_model, 2 / 3, N, zeros, preconditioner="pqn"),
+            ne.PGD(
+                toy_model,
+                step_size=2 / 3,
+                num_particles=N,
+                init_strategy=zeros,
+                preconditioner="pqn",
+            ),
             15,
             K,
         ),
@@ -180,7 +190,7 @@ def bench_toy(num_data_sets):
     from arviz_stats.base import array_stats
 
     for h, steps in ((2e-3, 400_000),):
-        result = ne.IPLA(toy_model, h, N).run(
+        result = ne.IPLA(toy_model, step_size=h, num_particles=N).run(
             jax.random.key(1), steps, y, progress_bar=False
         )
         theta = np.asarray(result.history["params"]["theta"], np.float64)[steps // 10 :]
@@ -211,10 +221,10 @@ def bench_blr(path, num_seeds):
     )
     steps, particles, h = 400, 100, 0.01
     estimators = {
-        "PGD": lambda: ne.PGD(blr_model, h, particles),
-        "IPLA": lambda: ne.IPLA(blr_model, h, particles),
+        "PGD": lambda: ne.PGD(blr_model, step_size=h, num_particles=particles),
+        "IPLA": lambda: ne.IPLA(blr_model, step_size=h, num_particles=particles),
         "SOUL (m = 1, SGD at h)": lambda: ne.SOUL(
-            blr_model, optax.sgd(h), step_size=h, num_particles=particles
+            blr_model, optimizer=optax.sgd(h), step_size=h, num_particles=particles
         ),
     }
     print(

@@ -52,11 +52,12 @@ from digits_model import LEVELS, add_arguments, load_counts, make_generator
 def train(args, model, x):
     soul = ne.SOUL(
         model,
-        optax.adam(
+        optimizer=optax.adam(
             optax.cosine_decay_schedule(args.learning_rate, args.num_steps, 0.1)
         ),
         step_size=args.posterior_step_size,
         num_langevin_steps=args.posterior_steps,
+        num_particles=1,
         adjusted=args.adjusted,
     )
     start = time.perf_counter()
@@ -76,7 +77,7 @@ def test_nll(args, model, params, x_test):
     # posterior particles for the test images: SOUL with the parameters frozen
     chains = ne.SOUL(
         model,
-        optax.set_to_zero(),
+        optimizer=optax.set_to_zero(),
         step_size=args.posterior_step_size,
         num_langevin_steps=args.posterior_steps,
         num_particles=args.num_eval_particles,

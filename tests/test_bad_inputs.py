@@ -299,10 +299,12 @@ case("SOUL-learning_rate=nan", ValueError, "`learning_rate` must be positive")(
     lambda: ne.SOUL(toy_model, step_size=0.1, learning_rate=float("nan"))
 )
 case("SOUL-learning_rate-and-optimizer", ValueError, "either `optimizer` or")(
-    lambda: ne.SOUL(toy_model, optax.adam(1e-2), step_size=0.1, learning_rate=0.1)
+    lambda: ne.SOUL(
+        toy_model, optimizer=optax.adam(1e-2), step_size=0.1, learning_rate=0.1
+    )
 )
 case("SOUL-optimizer-wrong-object", TypeError, "optax.GradientTransformation")(
-    lambda: ne.SOUL(toy_model, "adam", step_size=0.1)
+    lambda: ne.SOUL(toy_model, optimizer="adam", step_size=0.1)
 )
 case("SOUL-burn_in=-1", ValueError, "`burn_in` must be a non-negative")(
     lambda: ne.SOUL(toy_model, step_size=0.1, burn_in=-1)
@@ -310,8 +312,17 @@ case("SOUL-burn_in=-1", ValueError, "`burn_in` must be a non-negative")(
 case("SOUL-num_langevin_steps=0", ValueError, "`num_langevin_steps` must be")(
     lambda: ne.SOUL(toy_model, step_size=0.1, num_langevin_steps=0)
 )
-case("MCEM-without-optimizer", ValueError, "MCEM needs an Optax `optimizer`")(
-    lambda: ne.MCEM(toy_model, None, 10, step_size=0.1)
+case("MCEM-optimizer-wrong-object", TypeError, "optax.GradientTransformation")(
+    lambda: ne.MCEM(toy_model, optimizer=optax.adam, step_size=0.1)
+)
+case("IPLA-tuned-without-pqn", ValueError, "IPLA with step_size=None needs")(
+    lambda: ne.IPLA(toy_model)
+)
+case("PGD-optimizer-and-pqn", ValueError, "`optimizer` or `preconditioner`")(
+    lambda: ne.PGD(toy_model, optimizer=optax.adam(1e-2), preconditioner="pqn")
+)
+case("PGD-target_accept_prob=0", ValueError, "`target_accept_prob` must be in")(
+    lambda: ne.PGD(toy_model, target_accept_prob=0.0)
 )
 case("mml-run-num_steps=0", ValueError, "`num_steps` must be a positive")(
     lambda: ne.PGD(toy_model, step_size=0.1, num_particles=2).run(
