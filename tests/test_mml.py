@@ -510,7 +510,7 @@ def test_mala_potentials_can_skip_the_contrastive_prior_chains():
     state = estimator.init(jax.random.key(0), y)
     z = jax.tree.map(lambda v: v[0], state.particles)
     grad = jax.value_and_grad(estimator._log_joint, argnums=(0, 1))
-    args = (estimator._spec.init_params, z, (y,), {}, jax.random.key(1), {})
+    args = (state.params, z, (y,), {}, jax.random.key(1), {})
     lp, (g_params, g_z) = grad(*args, True)
     lp_plain, (g_params_plain, g_z_plain) = grad(*args, False)
     np.testing.assert_allclose(lp, lp_plain, rtol=1e-6)

@@ -31,7 +31,6 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.util import log_density
 from numpyro.primitives import Messenger
-from numpyro.util import not_jax_tracer
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.chains import run_chains
@@ -285,6 +284,8 @@ class _Estimator:
         validation.probability("target_accept_prob", target_accept_prob)
         self.target_accept_prob = target_accept_prob
         self._spec = None
+        # compiled loops, their steps and the compiled init, reused by later runs
+        self._compiled, self._steps, self._init_fns = {}, {}, {}
 
     # ------------------------------------------------------------ step sizes
     def _latent_step_size(self, state):
@@ -501,11 +502,46 @@ class _Estimator:
     # ------------------------------------------------------------------ api
     def init(self, rng_key, *args, **kwargs):
         """Initial :class:`MMLState`: parameters from the model, particles from
-        ``init_strategy`` (one independent draw per particle)."""
+        ``init_strategy`` (one independent draw per particle).
+
+        Compiled once per shape of the model's arrays (and value of its other
+        arguments); it can also be called inside ``jax.jit``.
+        """
+        if not validation.is_concrete((rng_key, args, kwargs)):
+            spec, state, _ = self._initial(rng_key, args, kwargs)
+            self._spec = spec
+            return state
+        dynamic, static = _split_arguments(args, kwargs)
+        try:
+            hash(static)
+        except TypeError:  # unhashable arguments: trace them in place
+            spec, state, lp = self._initial(rng_key, args, kwargs)
+            self._spec = spec
+            self._check_initial(state, lp, args, kwargs)
+            return state
+        if static not in self._init_fns:
+            specs = {}
+
+            @jax.jit
+            def initial(rng_key, dynamic):
+                args, kwargs = _merge_arguments(dynamic, static)
+                spec, state, lp = self._initial(rng_key, args, kwargs)
+                specs[_shape_key(dynamic)] = spec  # the static part, at trace time
+                return state, lp
+
+            self._init_fns[static] = (initial, specs)
+        initial, specs = self._init_fns[static]
+        state, lp = initial(rng_key, dynamic)
+        self._spec = specs[_shape_key(dynamic)]
+        self._check_initial(state, lp, args, kwargs)
+        return state
+
+    def _initial(self, rng_key, args, kwargs):
+        """``(spec, state, log_joints)``, pure: the model's structure (without
+        its values), the initial state and the particles' log joints."""
         key_model, key_particles, key_state = random.split(rng_key, 3)
-        self._spec = _inspect_model(
-            self.model, key_model, args, kwargs, self.init_strategy
-        )
+        spec = _inspect_model(self.model, key_model, args, kwargs, self.init_strategy)
+        self._spec = spec
         keys = random.split(key_particles, self.num_particles)
         particles = jax.vmap(
             lambda k: (
@@ -514,22 +550,16 @@ class _Estimator:
                 ).init_latents
             )
         )(keys)
-        params = self._spec.init_params
+        params = spec.init_params
         lp = jax.vmap(self._log_joint, in_axes=(None, 0, None, None, None, None))(
             params, particles, args, kwargs, key_model, self._full_batch()
         )
-        if not_jax_tracer(lp) and not bool(jnp.all(jnp.isfinite(lp))):
-            bad = self._bad_sites(params, particles, args, kwargs, key_model)
-            raise ValueError(
-                "the joint log density is not finite at the initial parameters and "
-                f"particles: {bad}"
-            )
         first_step = (
             _INITIAL_STEP_SIZE
             if self.adaptive
             else evaluate_schedule(self.step_size, jnp.zeros((), jnp.int32))
         )
-        return MMLState(
+        state = MMLState(
             jnp.zeros((), jnp.int32),
             params,
             self._init_opt_state(params),
@@ -538,6 +568,16 @@ class _Estimator:
             jnp.asarray(first_step, jnp.result_type(float)),
             jax.random.key_data(key_state),
         )
+        return spec._replace(init_params=None, init_latents=None), state, lp
+
+    def _check_initial(self, state, lp, args, kwargs):
+        if not bool(jnp.all(jnp.isfinite(lp))):
+            key = jax.random.wrap_key_data(state.rng_key)
+            bad = self._bad_sites(state.params, state.particles, args, kwargs, key)
+            raise ValueError(
+                "the joint log density is not finite at the initial parameters and "
+                f"particles: {bad}"
+            )
 
     def _bad_sites(self, params_u, particles, args, kwargs, rng_key):
         first = jax.tree.map(lambda x: x[0], particles)
@@ -601,23 +641,64 @@ class _Estimator:
         state = (
             self.init(rng_key, *args, **kwargs) if init_state is None else init_state
         )
-        if self._spec is None:
-            self._spec = _inspect_model(
-                self.model, rng_key, args, kwargs, self.init_strategy
-            )
+        if self._spec is None:  # a state from elsewhere: the model's structure
+            self.init(rng_key, *args, **kwargs)
+        self._latent_dim = sum(
+            int(np.size(v)) // self.num_particles
+            for v in jax.tree.leaves(state.particles)
+        )
 
         if trace_params is None:
             trace_params = [
                 name
-                for name, value in self._spec.init_params.items()
+                for name, value in state.params.items()
                 if sum(jnp.size(v) for v in jax.tree.leaves(value)) <= 1000
             ]
-        unknown = set(trace_params) - set(self._spec.init_params)
+        unknown = set(trace_params) - set(state.params)
         if unknown:
             raise ValueError(f"`trace_params` names unknown param sites {unknown}.")
 
-        def step(state, data, mesh):
-            del data, mesh
+        # the model's arrays are arguments of the compiled loop; its other
+        # arguments (Python numbers, strings, ...) are static, part of the key
+        dynamic, static = _split_arguments(args, kwargs)
+        key = (tuple(sorted(trace_params)), static)
+        try:
+            hash(key)
+        except TypeError:  # an unhashable static argument: compile this run alone
+            key = None
+        step = self._steps.get(key) if key is not None else None
+        if step is None:
+            step = self._make_step(trace_params, static)
+            if key is not None:
+                self._steps[key] = step
+
+        state, history = training.run_loop(
+            step,
+            state,
+            dynamic,
+            num_steps,
+            progress_bar=progress_bar,
+            description=type(self).__name__,
+            check=self._check_window,
+            cache=self._compiled if key is not None else None,
+            cache_key=key,
+        )
+        del history["diverged"]
+        self._warn_about(history)
+        estimate = self._estimate(state)
+        return MMLRunResult(
+            self._constrain(self._spec.param_transforms, estimate),
+            jax.vmap(lambda z: self._constrain(self._spec.latent_transforms, z))(
+                state.particles
+            ),
+            state,
+            history,
+        )
+
+    def _make_step(self, trace_params, static):
+        def step(state, dynamic, mesh):
+            del mesh
+            args, kwargs = _merge_arguments(dynamic, static)
             new, lp, info = self._update(state, args, kwargs)
             params = self._constrain(
                 self._spec.param_transforms,
@@ -631,26 +712,7 @@ class _Estimator:
                 **info,
             }
 
-        state, history = training.run_loop(
-            step,
-            state,
-            (),
-            num_steps,
-            progress_bar=progress_bar,
-            description=type(self).__name__,
-            check=self._check_window,
-        )
-        del history["diverged"]
-        self._warn_about(history)
-        estimate = self._estimate(state)
-        return MMLRunResult(
-            self._constrain(self._spec.param_transforms, estimate),
-            jax.vmap(lambda z: self._constrain(self._spec.latent_transforms, z))(
-                state.particles
-            ),
-            state,
-            history,
-        )
+        return step
 
     def _estimate(self, state):
         return state.params
@@ -696,7 +758,7 @@ class _Estimator:
             peak, end = max(smooth.max(), lp[:5].mean()), smooth[-1]
             # allowed: the noise of the averaged end, and the fall from a start
             # at a mode into the typical set (about d/2 nats, sd sqrt(d/2))
-            dim = sum(int(np.size(v)) for v in self._spec.init_latents.values())
+            dim = self._latent_dim
             margin = (
                 5 * lp[-width:].std() / np.sqrt(width)
                 + dim / 2
@@ -740,6 +802,36 @@ class _Estimator:
                     RuntimeWarning,
                     stacklevel=3,
                 )
+
+
+class _Dynamic:
+    """Placeholder for an array argument in the static part of a call."""
+
+    def __repr__(self):
+        return "<array>"
+
+
+_DYNAMIC = _Dynamic()
+
+
+def _split_arguments(args, kwargs):
+    """``(arrays, static)``: a model call's array leaves and the rest."""
+    leaves, treedef = jax.tree.flatten((args, kwargs))
+    is_array = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
+    dynamic = [x for x, a in zip(leaves, is_array, strict=True) if a]
+    static = tuple(_DYNAMIC if a else x for x, a in zip(leaves, is_array, strict=True))
+    return dynamic, (treedef, static)
+
+
+def _shape_key(arrays):
+    return tuple((jnp.shape(x), jnp.result_type(x)) for x in arrays)
+
+
+def _merge_arguments(dynamic, static):
+    treedef, leaves = static
+    arrays = iter(dynamic)
+    values = [next(arrays) if x is _DYNAMIC else x for x in leaves]
+    return jax.tree.unflatten(treedef, values)
 
 
 def _check_step_size(step_size):

@@ -158,6 +158,8 @@ def run_loop(
     checkpoint_every: int | None = None,
     description: str = "train",
     check: Callable | None = None,
+    cache: dict | None = None,
+    cache_key=None,
 ):
     """Run ``num_steps`` of ``step(state, data, mesh) -> (state, metrics)``.
 
@@ -168,6 +170,11 @@ def run_loop(
     run would. ``check(window, lower)``, if given, is called on the host with
     each chunk's metrics (iterations ``lower, lower + 1, ...``) and may raise
     to stop the run.
+
+    ``data`` is an argument of the compiled loop, never a constant inside it.
+    With ``cache`` (a dict owned by the caller) the compiled loop is kept
+    under ``cache_key``, which must identify ``step``: a later run with the
+    same key and inputs of the same shapes compiles nothing.
     """
     if not (isinstance(num_steps, int | np.integer) and num_steps >= 1):
         raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
@@ -183,7 +190,18 @@ def run_loop(
         state = jax.device_put(state, replicated)
         data = jax.device_put(data, replicated)
 
-    metrics_shape = jax.eval_shape(lambda s: step(s, data, mesh)[1], state)
+    # weak types (e.g. from Python scalars) would change after one step and
+    # make the loop compile a second time
+    state = strong_types(state)
+    run_chunk, metrics_shape = None, None
+    if cache is not None:
+        run_chunk = cache.get(("loop", cache_key, num_devices))
+        shapes_key = ("metrics", cache_key, num_devices, _shapes(state, data))
+        metrics_shape = cache.get(shapes_key)
+    if metrics_shape is None:
+        metrics_shape = jax.eval_shape(lambda s, d: step(s, d, mesh)[1], state, data)
+        if cache is not None:
+            cache[shapes_key] = metrics_shape
     history = jax.tree.map(
         lambda m: jnp.zeros((num_steps, *m.shape), m.dtype), metrics_shape
     )
@@ -196,15 +214,20 @@ def run_loop(
             state, history = _restore(manager, latest, (state, history))
             start_step = int(latest)
 
-    @jax.jit
-    def run_chunk(state, history, data, lower, upper):
-        def body(i, carry):
-            state, history = carry
-            state, metrics = step(state, data, mesh)
-            history = jax.tree.map(lambda h, m: h.at[i].set(m), history, metrics)
-            return state, history
+    if run_chunk is None:
 
-        return jax.lax.fori_loop(lower, upper, body, (state, history))
+        @jax.jit
+        def run_chunk(state, history, data, lower, upper):
+            def body(i, carry):
+                state, history = carry
+                state, metrics = step(state, data, mesh)
+                history = jax.tree.map(lambda h, m: h.at[i].set(m), history, metrics)
+                return state, history
+
+            return jax.lax.fori_loop(lower, upper, body, (state, history))
+
+        if cache is not None:
+            cache[("loop", cache_key, num_devices)] = run_chunk
 
     # chunks of at most _MAX_CHUNK steps even without a progress bar, so that
     # `check` stops a failing run soon after the failure
@@ -237,6 +260,25 @@ def run_loop(
         manager.wait_until_finished()
         manager.close()
     return state, history
+
+
+def strong_types(tree):
+    """``tree`` with every weakly typed leaf (from a Python scalar) made strong."""
+
+    def strong(x):
+        if getattr(x, "weak_type", False):
+            return jnp.array(x, dtype=x.dtype)
+        return x
+
+    return jax.tree.map(strong, tree)
+
+
+def _shapes(*trees):
+    leaves, treedef = jax.tree.flatten(trees)
+    return treedef, tuple(
+        (jnp.shape(x), jnp.result_type(x), getattr(x, "weak_type", False))
+        for x in leaves
+    )
 
 
 def _all_finite(tree):
@@ -317,6 +359,8 @@ class Learner:
         if not isinstance(optimizer, optax.GradientTransformation):
             raise ValueError("`optimizer` must be an optax.GradientTransformation.")
         self.optimizer = optimizer
+        # compiled training loops and their steps, reused by later runs
+        self._compiled, self._steps = {}, {}
 
     def _apply_gradients(self, state, grads):
         """One optimiser update: ``(state with new params and opt_state)``."""
@@ -367,12 +411,7 @@ class Learner:
         state = (
             self.init(rng_key, data, batch_size) if init_state is None else init_state
         )
-        base_step = self._step(batch_size)
-
-        def step(state, data, mesh):
-            new, metrics = base_step(state, data, mesh)
-            finite = jnp.isfinite(metrics["loss"]) & _all_finite(new.params)
-            return new, {**metrics, "_finite": finite}
+        step = self._checked_step(batch_size)
 
         state, history = run_loop(
             step,
@@ -385,10 +424,26 @@ class Learner:
             checkpoint_every=checkpoint_every,
             description=self.description,
             check=self._check_window,
+            cache=self._compiled,
+            cache_key=batch_size,
         )
         del history["_finite"]
         self._warn_about(history)
         return TrainResult(self.rebuild(state.params), state.params, state, history)
+
+    def _checked_step(self, batch_size):
+        """The learner's step, flagging a non-finite loss or parameters; one
+        function per batch size, so that the compiled loop is reused."""
+        if batch_size not in self._steps:
+            base_step = self._step(batch_size)
+
+            def step(state, data, mesh):
+                new, metrics = base_step(state, data, mesh)
+                finite = jnp.isfinite(metrics["loss"]) & _all_finite(new.params)
+                return new, {**metrics, "_finite": finite}
+
+            self._steps[batch_size] = step
+        return self._steps[batch_size]
 
     def _check_window(self, window, lower):
         """Stop at the first step whose loss or parameters are not finite."""
