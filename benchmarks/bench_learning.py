@@ -107,7 +107,7 @@ def bench_ebm(num_steps):
         ),
     )
     run = lambda n: (
-        ebm.run(jax.random.key(1), data, n, BATCH, progress_bar=False).params
+        ebm.run(jax.random.key(1), n, data, batch_size=BATCH, progress_bar=False).params
     )
     run(num_steps)  # compile (the run compiles anew, like NumPyro's MCMC)
     t_lib = best_of(lambda: run(num_steps))

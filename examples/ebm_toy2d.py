@@ -62,8 +62,8 @@ def main(args):
     start = time.perf_counter()
     result = ebm.run(
         jax.random.key(args.seed),
+        args.num_steps,
         data,
-        num_steps=args.num_steps,
         batch_size=args.batch_size,
         progress_bar=not args.no_progress_bar,
     )

@@ -84,9 +84,9 @@ def main(args):
     start = time.perf_counter()
     trained = ebm.run(
         jax.random.key(1),
-        data,
         args.num_train_steps,
-        128,
+        data,
+        batch_size=128,
         progress_bar=not args.no_progress_bar,
     )
     jax.block_until_ready(trained.params)

@@ -70,9 +70,9 @@ def main(args):
     )
     result = sm.run(
         jax.random.key(args.seed),
-        data,
         args.num_steps,
-        args.batch_size,
+        data,
+        batch_size=args.batch_size,
         progress_bar=not args.no_progress_bar,
     )
     init = sigmas[0] * jax.random.normal(jax.random.key(1), (args.num_samples, 2))

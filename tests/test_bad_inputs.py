@@ -380,53 +380,45 @@ case("EBM-method-wrong-object", ValueError, "`method` must be")(
     lambda: ne.EBM(energy_net(), optax.adam(1e-3), method="pcd")
 )
 case("EBM-batch_size=0", ValueError, "`batch_size` must be a positive")(
-    lambda: ebm().run(jax.random.key(0), DATA, num_steps=5, batch_size=0)
+    lambda: ebm().run(jax.random.key(0), 5, DATA, batch_size=0)
 )
 case("EBM-batch_size-too-large", ValueError, "larger than the data")(
-    lambda: ebm().run(jax.random.key(0), DATA, num_steps=5, batch_size=65)
+    lambda: ebm().run(jax.random.key(0), 5, DATA, batch_size=65)
 )
 case("EBM-empty-data", ValueError, "`data` is empty")(
-    lambda: ebm().run(jax.random.key(0), jnp.zeros((0, 2)), num_steps=5, batch_size=8)
+    lambda: ebm().run(jax.random.key(0), 5, jnp.zeros((0, 2)), batch_size=8)
 )
 case("EBM-nan-data", ValueError, "NaN or infinite")(
-    lambda: ebm().run(
-        jax.random.key(0), DATA.at[3, 0].set(jnp.nan), num_steps=5, batch_size=8
-    )
+    lambda: ebm().run(jax.random.key(0), 5, DATA.at[3, 0].set(jnp.nan), batch_size=8)
 )
 case("EBM-inf-data", ValueError, "NaN or infinite")(
-    lambda: ebm().run(
-        jax.random.key(0), DATA.at[3, 0].set(jnp.inf), num_steps=5, batch_size=8
-    )
+    lambda: ebm().run(jax.random.key(0), 5, DATA.at[3, 0].set(jnp.inf), batch_size=8)
 )
 case("EBM-data-wrong-width", ValueError, "cannot be applied to data of shape")(
-    lambda: ebm().run(jax.random.key(0), jnp.zeros((64, 3)), num_steps=5, batch_size=8)
+    lambda: ebm().run(jax.random.key(0), 5, jnp.zeros((64, 3)), batch_size=8)
 )
 case("EBM-num_steps=0", ValueError, "`num_steps` must be a positive")(
-    lambda: ebm().run(jax.random.key(0), DATA, num_steps=0, batch_size=8)
+    lambda: ebm().run(jax.random.key(0), 0, DATA, batch_size=8)
 )
 case("PCD-buffer-smaller-than-batch", ValueError, "`buffer_size`")(
-    lambda: ebm(ne.PCD(buffer_size=4)).run(
-        jax.random.key(0), DATA, num_steps=5, batch_size=8
-    )
+    lambda: ebm(ne.PCD(buffer_size=4)).run(jax.random.key(0), 5, DATA, batch_size=8)
 )
 case("PCD-reinit_prob=2", ValueError, "`reinit_prob` must be in")(
     lambda: ebm(ne.PCD(buffer_size=64, reinit_prob=2.0)).run(
-        jax.random.key(0), DATA, num_steps=5, batch_size=8
+        jax.random.key(0), 5, DATA, batch_size=8
     )
 )
 case("CD-num_steps=0", ValueError, "`num_steps` must be a positive")(
-    lambda: ebm(ne.CD(num_steps=0)).run(
-        jax.random.key(0), DATA, num_steps=5, batch_size=8
-    )
+    lambda: ebm(ne.CD(num_steps=0)).run(jax.random.key(0), 5, DATA, batch_size=8)
 )
 case("ShortRun-step_size=-1", ValueError, "`step_size` must be positive")(
     lambda: ebm(ne.ShortRun(step_size=-1.0)).run(
-        jax.random.key(0), DATA, num_steps=5, batch_size=8
+        jax.random.key(0), 5, DATA, batch_size=8
     )
 )
 case("TemperedPCD-one-level", ValueError, "`num_temperatures` must be")(
     lambda: ebm(ne.TemperedPCD(num_temperatures=1)).run(
-        jax.random.key(0), DATA, num_steps=5, batch_size=8
+        jax.random.key(0), 5, DATA, batch_size=8
     )
 )
 case("EBM-energy_regularization=-1", ValueError, "`energy_regularization`")(

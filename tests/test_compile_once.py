@@ -108,9 +108,9 @@ LEARNERS = {
 @pytest.mark.parametrize("name", list(LEARNERS))
 def test_learners_compile_once(name):
     learner = LEARNERS[name]()
-    kw = dict(num_steps=40, batch_size=32, progress_bar=True)
-    learner.run(jax.random.key(0), _moons(0), **kw)
-    _, n = compiles(lambda: learner.run(jax.random.key(1), _moons(1), **kw))
+    kw = dict(batch_size=32, progress_bar=True)
+    learner.run(jax.random.key(0), 40, _moons(0), **kw)
+    _, n = compiles(lambda: learner.run(jax.random.key(1), 40, _moons(1), **kw))
     assert n == 0, f"the second run compiled {n} time(s)"
     assert loop_versions(learner) == [1]
 

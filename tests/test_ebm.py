@@ -34,9 +34,7 @@ def test_default_on_eight_gaussians_reaches_the_true_likelihood(eight):
         optax.adam(optax.cosine_decay_schedule(2e-3, 2000, 0.1)),
     )
     assert isinstance(ebm.method, ne.TemperedPCD)
-    result = ebm.run(
-        jax.random.key(2), data, num_steps=2000, batch_size=128, progress_bar=False
-    )
+    result = ebm.run(jax.random.key(2), 2000, data, batch_size=128, progress_bar=False)
     learned = float(grid_log_likelihood(result.module, test, law.bounds))
     true = float(jnp.mean(law.log_prob(test)))
     assert learned > true - 0.3, (learned, true)
@@ -71,7 +69,9 @@ def test_mode_weights(two_modes, method, expect_right):
         optax.adam(optax.cosine_decay_schedule(1e-3, 3000, 0.1)),
         method=method,
     )
-    result = ebm.run(jax.random.key(2), two_modes, 3000, 128, progress_bar=False)
+    result = ebm.run(
+        jax.random.key(2), 3000, two_modes, batch_size=128, progress_bar=False
+    )
     weight = _mode_weight(result.module)
     if expect_right:
         assert abs(weight - 0.35) < 0.07, weight
@@ -112,9 +112,7 @@ def test_divergent_training_stops_and_names_the_step(moons):
         method=ne.PCD(num_steps=10, step_size=0.01, buffer_size=1000),
     )
     with pytest.raises(FloatingPointError, match=r"EBM diverged at step \d+: the loss"):
-        ebm.run(
-            jax.random.key(1), moons, num_steps=300, batch_size=64, progress_bar=False
-        )
+        ebm.run(jax.random.key(1), 300, moons, batch_size=64, progress_bar=False)
 
 
 def test_energy_drift_is_reported_and_prevented(moons):
@@ -127,9 +125,7 @@ def test_energy_drift_is_reported_and_prevented(moons):
             method=ne.ShortRun(num_steps=5, step_size=1e-5),
             energy_regularization=alpha,
         )
-        return ebm.run(
-            jax.random.key(1), moons, num_steps=500, batch_size=64, progress_bar=False
-        )
+        return ebm.run(jax.random.key(1), 500, moons, batch_size=64, progress_bar=False)
 
     with pytest.warns(RuntimeWarning, match="energies drifted from a scale of"):
         drifting = train(0.0)
@@ -189,9 +185,7 @@ def test_methods_train_without_divergence(law_name, method):
         method=method,
         energy_regularization=0.1,
     )
-    result = ebm.run(
-        jax.random.key(1), data, num_steps=1000, batch_size=128, progress_bar=False
-    )
+    result = ebm.run(jax.random.key(1), 1000, data, batch_size=128, progress_bar=False)
     h = result.history
     assert all(np.all(np.isfinite(v)) for v in h.values())
     # training separates data from negatives less and less: the energy gap
@@ -217,8 +211,8 @@ def test_no_retracing_per_iteration(eight):
         traces.clear()
         ebm.run(
             jax.random.key(0),
+            num_steps,
             data,
-            num_steps=num_steps,
             batch_size=32,
             progress_bar=True,
         )
@@ -239,8 +233,8 @@ def test_checkpoint_resume_bit_identical(tmp_path, eight, method):
         )
         return ebm.run(
             jax.random.key(0),
+            30,
             data[:512],
-            num_steps=30,
             batch_size=32,
             progress_bar=False,
             **kw,
@@ -269,9 +263,9 @@ def test_data_parallel_matches_single_device(eight):
         results.append(
             ebm.run(
                 jax.random.key(0),
-                data[:512],
                 20,
-                32,
+                data[:512],
+                batch_size=32,
                 progress_bar=False,
                 num_devices=num_devices,
             )
@@ -289,14 +283,14 @@ def test_bad_input(eight):
     net = ne.nn.EnergyMLP(2, (8,), rngs=nnx.Rngs(0))
     ebm = ne.EBM(net, optax.adam(1e-3))
     with pytest.raises(ValueError, match="NaN"):
-        ebm.run(jax.random.key(0), data[:100].at[0, 0].set(jnp.nan), 5, 16)
+        ebm.run(jax.random.key(0), 5, data[:100].at[0, 0].set(jnp.nan), batch_size=16)
     with pytest.raises(ValueError, match="cannot be applied to data"):
-        ebm.run(jax.random.key(0), jnp.ones((100, 5)), 5, 16)
+        ebm.run(jax.random.key(0), 5, jnp.ones((100, 5)), batch_size=16)
     with pytest.raises(ValueError, match="larger than the data"):
-        ebm.run(jax.random.key(0), data[:10], 5, 16)
+        ebm.run(jax.random.key(0), 5, data[:10], batch_size=16)
     with pytest.raises(ValueError, match="buffer_size"):
         ne.EBM(net, optax.adam(1e-3), ne.PCD(buffer_size=8)).run(
-            jax.random.key(0), data[:100], 5, 16
+            jax.random.key(0), 5, data[:100], batch_size=16
         )
     for method in (
         ne.CD(step_size=0.0),
@@ -305,18 +299,18 @@ def test_bad_input(eight):
     ):
         with pytest.raises(ValueError, match="step_size|num_steps"):
             ne.EBM(net, optax.adam(1e-3), method).run(
-                jax.random.key(0), data[:100], 5, 16
+                jax.random.key(0), 5, data[:100], batch_size=16
             )
     with pytest.raises(ValueError, match="num_temperatures"):
         ne.EBM(net, optax.adam(1e-3), ne.TemperedPCD(num_temperatures=1)).run(
-            jax.random.key(0), data[:100], 5, 16
+            jax.random.key(0), 5, data[:100], batch_size=16
         )
     with pytest.raises(ValueError, match="reinit_prob"):
         ne.EBM(net, optax.adam(1e-3), ne.PCD(reinit_prob=1.5)).run(
-            jax.random.key(0), data, 5, 16
+            jax.random.key(0), 5, data, batch_size=16
         )
     with pytest.raises(ValueError, match="one energy per point"):
         score_net = ne.nn.ScoreMLP(2, (8,), rngs=nnx.Rngs(0))
         ne.EBM((lambda p, x: score_net(x, 1.0), None), optax.adam(1e-3)).run(
-            jax.random.key(0), data[:100], 5, 16
+            jax.random.key(0), 5, data[:100], batch_size=16
         )

@@ -52,9 +52,7 @@ def test_trainer_reaches_the_mle_with_exact_score_matching():
     sm = ne.ScoreMatching(
         (linear_score, init), optax.adam(0.05), ne.ExactScoreMatching()
     )
-    result = sm.run(
-        jax.random.key(0), x, num_steps=600, batch_size=1000, progress_bar=False
-    )
+    result = sm.run(jax.random.key(0), 600, x, batch_size=1000, progress_bar=False)
     np.testing.assert_allclose(result.params["m"], x.mean(0), atol=1e-2)
     np.testing.assert_allclose(
         result.params["P"], np.linalg.inv(np.cov(np.asarray(x).T, bias=True)), atol=2e-2
@@ -128,9 +126,7 @@ def test_multi_noise_dsm_trains_a_noise_conditional_net():
     sm = ne.ScoreMatching(
         net, optax.adam(3e-3), ne.DenoisingScoreMatching(sigmas=sigmas)
     )
-    result = sm.run(
-        jax.random.key(0), x, num_steps=1500, batch_size=128, progress_bar=False
-    )
+    result = sm.run(jax.random.key(0), 1500, x, batch_size=128, progress_bar=False)
     # compare with the exact noised score at a middle level, on data points
     s = 0.6
     xs = x[:200] + s * jax.random.normal(jax.random.key(3), (200, 2))
@@ -150,15 +146,15 @@ def test_bad_input(energy_net):
     sm = ne.ScoreMatching(energy_net, optax.adam(1e-3))
     x = gaussian_data(n=100)
     with pytest.raises(ValueError, match="NaN"):
-        sm.run(jax.random.key(0), x.at[3, 1].set(jnp.nan), 10, 16)
+        sm.run(jax.random.key(0), 10, x.at[3, 1].set(jnp.nan), batch_size=16)
     with pytest.raises(ValueError, match="cannot be applied to data"):
-        sm.run(jax.random.key(0), jnp.ones((100, 3)), 10, 16)
+        sm.run(jax.random.key(0), 10, jnp.ones((100, 3)), batch_size=16)
     with pytest.raises(ValueError, match="larger than the data"):
-        sm.run(jax.random.key(0), x, 10, 1000)
+        sm.run(jax.random.key(0), 10, x, batch_size=1000)
     with pytest.raises(ValueError, match="num_steps"):
-        sm.run(jax.random.key(0), x, 0, 16, progress_bar=False)
+        sm.run(jax.random.key(0), 0, x, batch_size=16, progress_bar=False)
     with pytest.raises(ValueError, match="shape"):
-        sm.run(jax.random.key(0), x[:, 0], 10, 16)
+        sm.run(jax.random.key(0), 10, x[:, 0], batch_size=16)
     with pytest.raises(ValueError, match="positive"):
         ne.DenoisingScoreMatching(sigma=0.0)
     with pytest.raises(ValueError, match="strictly decreasing"):
@@ -180,12 +176,12 @@ def _sm():
 def test_checkpoint_resume_is_bit_identical(tmp_path):
     x = gaussian_data(n=256)
     run = lambda **kw: _sm().run(
-        jax.random.key(0), x, num_steps=40, batch_size=32, progress_bar=False, **kw
+        jax.random.key(0), 40, x, batch_size=32, progress_bar=False, **kw
     )
     plain = run()
     ckpt = str(tmp_path / "ckpt")
     full = run(checkpoint_dir=ckpt, checkpoint_every=10)
-    assert sorted(os.listdir(ckpt)) == ["30", "40"]
+    assert sorted(os.listdir(ckpt)) == ["10", "20", "30", "40", "run.json"]
     # interrupt: drop the final checkpoint, run again: resumes at step 30
     shutil.rmtree(os.path.join(ckpt, "40"))
     resumed = run(checkpoint_dir=ckpt, checkpoint_every=10)
@@ -204,8 +200,8 @@ def test_data_parallel_matches_single_device():
     runs = [
         _sm().run(
             jax.random.key(0),
+            30,
             x,
-            num_steps=30,
             batch_size=32,
             progress_bar=False,
             num_devices=n,
@@ -217,7 +213,9 @@ def test_data_parallel_matches_single_device():
     ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="divisible"):
-        _sm().run(jax.random.key(0), x, 5, 30, progress_bar=False, num_devices=4)
+        _sm().run(
+            jax.random.key(0), 5, x, batch_size=30, progress_bar=False, num_devices=4
+        )
 
 
 def test_divergent_score_matching_stops_and_names_the_step():
@@ -228,6 +226,4 @@ def test_divergent_score_matching_stops_and_names_the_step():
     with pytest.raises(
         FloatingPointError, match=r"score matching diverged at step \d+: the loss"
     ):
-        sm.run(
-            jax.random.key(1), data, num_steps=300, batch_size=64, progress_bar=False
-        )
+        sm.run(jax.random.key(1), 300, data, batch_size=64, progress_bar=False)

@@ -449,7 +449,7 @@ class EBM(training.Learner):
         >>> data = jax.random.normal(jax.random.key(0), (512, 2))
         >>> ebm = ne.EBM(ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)), optax.adam(1e-3),
         ...              method=ne.PCD(num_steps=5, step_size=0.05, buffer_size=512))
-        >>> result = ebm.run(jax.random.key(1), data, num_steps=20, batch_size=64,
+        >>> result = ebm.run(jax.random.key(1), 20, data, batch_size=64,
         ...                  progress_bar=False)
         >>> sorted(result.history)
         ['accept_prob', 'energy_data', 'energy_negative', 'energy_scale', 'grad_norm', 'loss']
@@ -474,6 +474,12 @@ class EBM(training.Learner):
             raise ValueError("`method` must be CD(...), PCD(...) or ShortRun(...).")
         validation.non_negative("energy_regularization", energy_regularization)
         self.energy_regularization = energy_regularization
+
+    def _config(self):
+        return {
+            "method": self.method,
+            "energy_regularization": self.energy_regularization,
+        }
 
     def _divergence_hint(self):
         return (

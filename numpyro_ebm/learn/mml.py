@@ -15,6 +15,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 """
 
 import copy
+import re
 import warnings
 from typing import NamedTuple
 
@@ -39,6 +40,7 @@ from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
 from numpyro_ebm.learn import training
+from numpyro_ebm.learn.checkpoints import array_digest, optimizer_digest
 
 __all__ = ["MMLState", "MMLRunResult", "PGD", "IPLA", "SOUL", "MCEM"]
 
@@ -624,6 +626,9 @@ class _Estimator:
         progress_bar=True,
         init_state=None,
         trace_params=None,
+        checkpoint_dir=None,
+        checkpoint_every=None,
+        resume=True,
         **kwargs,
     ):
         """Run ``num_steps`` iterations; returns an :class:`MMLRunResult`.
@@ -637,12 +642,31 @@ class _Estimator:
             trace_params: names of the ``param`` sites whose values the history
                 records at every iteration; by default those with at most
                 1000 elements (not the networks' weights).
+            checkpoint_dir: save Orbax checkpoints here (every
+                ``checkpoint_every`` iterations and at the end, all kept) and
+                resume from the latest one if the same run made it: same
+                estimator and configuration, key, model arguments and
+                optimiser; a larger ``num_steps`` continues the run.
+            checkpoint_every: iterations between checkpoints (default: only at
+                the end).
+            resume: ``False`` deletes the checkpoints in ``checkpoint_dir`` and
+                starts afresh; by default checkpoints of another run are
+                refused, saying what differs.
         """
-        state = (
-            self.init(rng_key, *args, **kwargs) if init_state is None else init_state
-        )
-        if self._spec is None:  # a state from elsewhere: the model's structure
-            self.init(rng_key, *args, **kwargs)
+        fresh = self.init(rng_key, *args, **kwargs)
+        if init_state is None:
+            state = fresh
+        else:
+            for part in ("params", "particles"):
+                difference = training.tree_difference(
+                    getattr(fresh, part), getattr(init_state, part)
+                )
+                if difference:
+                    raise ValueError(
+                        f"`init_state` was made for another model or number of "
+                        f"particles: its {part} {difference}."
+                    )
+            state = init_state
         self._latent_dim = sum(
             int(np.size(v)) // self.num_particles
             for v in jax.tree.leaves(state.particles)
@@ -672,6 +696,21 @@ class _Estimator:
             if key is not None:
                 self._steps[key] = step
 
+        fingerprint = None
+        if checkpoint_dir is not None:
+            fingerprint = {
+                "estimator": self._describe(),
+                "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
+                "data": [array_digest(x) for x in dynamic],
+                "arguments": re.sub(r" at 0x[0-9a-f]+", "", repr(static[1])),
+                "optimizer": (
+                    optimizer_digest(self.optimizer, state.params)
+                    if getattr(self, "optimizer", None) is not None
+                    else None
+                ),
+                "initial_state": [array_digest(x) for x in jax.tree.leaves(state)],
+                "trace_params": sorted(trace_params),
+            }
         state, history = training.run_loop(
             step,
             state,
@@ -682,6 +721,10 @@ class _Estimator:
             check=self._check_window,
             cache=self._compiled if key is not None else None,
             cache_key=key,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            fingerprint=fingerprint,
+            resume=resume,
         )
         del history["diverged"]
         self._warn_about(history)
@@ -694,6 +737,21 @@ class _Estimator:
             state,
             history,
         )
+
+    def _describe(self):
+        """The estimator and its configuration, for checkpoint fingerprints."""
+        names = (
+            "num_particles",
+            "step_size",
+            "target_accept_prob",
+            "preconditioner",
+            "num_langevin_steps",
+            "burn_in",
+            "adjusted",
+        )
+        config = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        config["init_strategy"] = self.init_strategy
+        return training.describe(self, config)
 
     def _make_step(self, trace_params, static):
         def step(state, dynamic, mesh):

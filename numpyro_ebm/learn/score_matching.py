@@ -258,6 +258,11 @@ class DenoisingScoreMatching:
         self.sigmas = None if sigmas is None else check_sigmas(sigmas)
         self.conditional = sigmas is not None
 
+    def __repr__(self):
+        if self.conditional:
+            return f"DenoisingScoreMatching(sigmas={list(map(float, self.sigmas))})"
+        return f"DenoisingScoreMatching(sigma={float(self.sigma)})"
+
     def loss(self, rng_key, score_fn, x):
         if self.conditional:
             return annealed_denoising_score_matching_loss(
@@ -289,7 +294,7 @@ class ScoreMatching(training.Learner):
         >>> data = jax.random.normal(jax.random.key(0), (512, 2))
         >>> sm = ne.ScoreMatching(ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
         ...                       optax.adam(1e-2), ne.SlicedScoreMatching())
-        >>> result = sm.run(jax.random.key(1), data, num_steps=50, batch_size=64,
+        >>> result = sm.run(jax.random.key(1), 50, data, batch_size=64,
         ...                 progress_bar=False)
         >>> result.history["loss"].shape
         (50,)
@@ -318,6 +323,9 @@ class ScoreMatching(training.Learner):
                     "`distribution` must be 'rademacher' or 'gaussian', got "
                     f"{self.objective.distribution!r}."
                 )
+
+    def _config(self):
+        return {"objective": self.objective}
 
     def _score_fn(self, params, x):
         """The score function of the network, and whether it is an energy."""

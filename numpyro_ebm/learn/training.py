@@ -9,7 +9,7 @@ several devices the minibatch is sharded along its first axis
 """
 
 import math
-import os
+import re
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -21,6 +21,14 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from numpyro_ebm.core import validation
+from numpyro_ebm.learn.checkpoints import (
+    Checkpointer,
+    array_digest,
+    optimizer_digest,
+    structure_digest,
+)
 
 __all__ = ["TrainState", "TrainResult", "Learner", "split_network", "run_loop"]
 
@@ -160,14 +168,17 @@ def run_loop(
     check: Callable | None = None,
     cache: dict | None = None,
     cache_key=None,
+    fingerprint: dict | None = None,
+    resume: bool = True,
 ):
     """Run ``num_steps`` of ``step(state, data, mesh) -> (state, metrics)``.
 
     Returns ``(state, history)``. With ``checkpoint_dir`` the state and the
-    history so far are saved every ``checkpoint_every`` steps (and at the end)
-    with Orbax; if the directory already holds a checkpoint of this run, the
-    run resumes from its latest one and ends exactly where an uninterrupted
-    run would. ``check(window, lower)``, if given, is called on the host with
+    history so far are saved with Orbax every ``checkpoint_every`` steps and at
+    the end (all kept; see :mod:`numpyro_ebm.learn.checkpoints`); if the
+    directory holds checkpoints of the same run (same ``fingerprint``), the
+    run resumes from the latest one and ends exactly where an uninterrupted
+    run would, also when ``num_steps`` has grown. ``check(window, lower)``, if given, is called on the host with
     each chunk's metrics (iterations ``lower, lower + 1, ...``) and may raise
     to stop the run.
 
@@ -176,8 +187,19 @@ def run_loop(
     under ``cache_key``, which must identify ``step``: a later run with the
     same key and inputs of the same shapes compiles nothing.
     """
-    if not (isinstance(num_steps, int | np.integer) and num_steps >= 1):
-        raise ValueError(f"`num_steps` must be a positive integer, got {num_steps!r}.")
+    num_steps = validation.positive_integer("num_steps", num_steps)
+    if checkpoint_every is not None:
+        checkpoint_every = validation.positive_integer(
+            "checkpoint_every", checkpoint_every
+        )
+        if checkpoint_dir is None:
+            raise ValueError(
+                "`checkpoint_every` needs `checkpoint_dir`: there is nowhere to "
+                "save the checkpoints."
+            )
+    checkpointer = None
+    if checkpoint_dir is not None:  # refuse an unusable directory before any work
+        checkpointer = Checkpointer(checkpoint_dir, fingerprint or {}, resume=resume)
     mesh = None
     if num_devices is not None and num_devices > 1:
         if num_devices > jax.device_count():
@@ -206,13 +228,9 @@ def run_loop(
         lambda m: jnp.zeros((num_steps, *m.shape), m.dtype), metrics_shape
     )
     start_step = 0
-    manager = None
-    if checkpoint_dir is not None:
-        manager = _checkpoint_manager(checkpoint_dir)
-        latest = manager.latest_step()
-        if latest is not None:
-            state, history = _restore(manager, latest, (state, history))
-            start_step = int(latest)
+    if checkpointer is not None and checkpointer.latest() is not None:
+        start_step = int(checkpointer.latest())
+        state, history = checkpointer.restore(start_step, state, history)
 
     if run_chunk is None:
 
@@ -233,11 +251,10 @@ def run_loop(
     # `check` stops a failing run soon after the failure
     chunk = max(1, math.ceil(num_steps / 20)) if progress_bar else num_steps
     chunk = min(chunk, _MAX_CHUNK)
-    if checkpoint_every is not None:
-        if checkpoint_every < 1:
-            raise ValueError("`checkpoint_every` must be a positive integer.")
-        chunk = min(chunk, checkpoint_every)
-    bounds = list(range(start_step, num_steps, chunk)) + [num_steps]
+    bounds = set(range(start_step, num_steps, chunk)) | {num_steps}
+    if checkpoint_every is not None:  # checkpoints land on its multiples exactly
+        bounds |= set(range(checkpoint_every, num_steps, checkpoint_every))
+    bounds = sorted(b for b in bounds if b >= start_step)
     bar = tqdm.tqdm(
         total=num_steps, initial=start_step, desc=description, disable=not progress_bar
     )
@@ -250,16 +267,44 @@ def run_loop(
                 recent = jax.device_get(_window(history, lower, upper))
                 bar.set_postfix_str(_postfix(recent), refresh=False)
                 bar.update(upper - lower)
-            if manager is not None and (
+            if checkpointer is not None and (
                 upper == num_steps
-                or checkpoint_every is None
-                or upper // checkpoint_every > lower // checkpoint_every
+                or (checkpoint_every is not None and upper % checkpoint_every == 0)
             ):
-                _save(manager, upper, (state, history))
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
+                checkpointer.save(upper, state, history)
+    if checkpointer is not None:
+        checkpointer.close()
     return state, history
+
+
+def describe(obj, config):
+    """``"Name(key=value, ...)"`` without memory addresses, for fingerprints."""
+    items = ", ".join(f"{k}={v!r}" for k, v in sorted(config.items()))
+    return re.sub(r" at 0x[0-9a-f]+", "", f"{type(obj).__name__}({items})")
+
+
+def tree_difference(expected, given) -> str:
+    """How ``given`` differs from ``expected`` in structure or leaf shapes
+    (``""`` when they agree), naming the first differing entry."""
+    expected_leaves = jax.tree_util.tree_flatten_with_path(expected)[0]
+    given_leaves = jax.tree_util.tree_flatten_with_path(given)[0]
+    expected_paths = {jax.tree_util.keystr(p): v for p, v in expected_leaves}
+    given_paths = {jax.tree_util.keystr(p): v for p, v in given_leaves}
+    missing = [p for p in expected_paths if p not in given_paths]
+    extra = [p for p in given_paths if p not in expected_paths]
+    if missing or extra:
+        return (
+            f"lack {missing[:3]} and have {extra[:3]} where the expected entries are"
+            if missing and extra
+            else (f"lack {missing[:3]}" if missing else f"have extra {extra[:3]}")
+        )
+    for path, value in expected_paths.items():
+        if jnp.shape(value) != jnp.shape(given_paths[path]):
+            return (
+                f"entry {path} has shape {jnp.shape(given_paths[path])}, expected "
+                f"{jnp.shape(value)}"
+            )
+    return ""
 
 
 def strong_types(tree):
@@ -296,29 +341,6 @@ def _postfix(recent):
         if name in recent:
             parts.append(f"{name}={float(np.mean(recent[name])):.4g}")
     return ", ".join(parts)
-
-
-def _checkpoint_manager(directory):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=2, enable_async_checkpointing=False
-    )
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
-
-
-def _save(manager, step, tree):
-    import orbax.checkpoint as ocp
-
-    manager.save(step, args=ocp.args.StandardSave(tree))
-
-
-def _restore(manager, step, target):
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
-    restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    return jax.tree.map(jnp.asarray, restored)
 
 
 def new_key(state: TrainState):
@@ -374,32 +396,39 @@ class Learner:
     def run(
         self,
         rng_key,
-        data,
         num_steps,
-        batch_size,
+        data,
         *,
+        batch_size,
         init_state=None,
         progress_bar=True,
         num_devices=None,
         checkpoint_dir=None,
         checkpoint_every=None,
+        resume=True,
     ):
-        """Train for ``num_steps`` minibatch steps.
+        """Train for ``num_steps`` minibatch steps (in SVI's argument order).
 
         Args:
             rng_key: a JAX PRNG key.
-            data: array ``(num_data, d)``.
             num_steps: number of optimiser steps.
+            data: array ``(num_data, ...)``, one row per data point.
             batch_size: minibatch size (drawn without replacement each step).
             init_state: a previous run's ``result.state`` to continue from.
             progress_bar: show a progress bar with running metrics.
             num_devices: shard each minibatch (and per-example work such as
                 negatives) over this many devices of ``jax.devices()``;
                 ``batch_size`` must divide evenly.
-            checkpoint_dir: save Orbax checkpoints here, and resume from the
-                latest one found there.
+            checkpoint_dir: save Orbax checkpoints here (every
+                ``checkpoint_every`` steps and at the end, all kept), and
+                resume from the latest one if it was made by the same run:
+                same learner and configuration, key, data and optimiser. A
+                larger ``num_steps`` continues the run.
             checkpoint_every: steps between checkpoints (default: only at the
-                end and at progress-bar chunk ends).
+                end).
+            resume: with ``False``, delete the checkpoints found in
+                ``checkpoint_dir`` and start afresh; by default, resume, and
+                refuse checkpoints of another run, saying what differs.
 
         Returns:
             A :class:`TrainResult`; ``result.state.sampler_state`` holds the
@@ -408,9 +437,21 @@ class Learner:
         data = check_data(data, batch_size)
         if num_devices and batch_size % num_devices:
             raise ValueError("`batch_size` must be divisible by `num_devices`.")
-        state = (
-            self.init(rng_key, data, batch_size) if init_state is None else init_state
-        )
+        if init_state is None:
+            state = self.init(rng_key, data, batch_size)
+        else:
+            state = self._check_init_state(init_state)
+        fingerprint = None
+        if checkpoint_dir is not None:
+            fingerprint = {
+                "learner": self._describe(),
+                "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
+                "data": array_digest(data),
+                "batch_size": int(batch_size),
+                "optimizer": optimizer_digest(self.optimizer, self.init_params),
+                "network": [array_digest(x) for x in jax.tree.leaves(state.params)],
+                "state": structure_digest(state),
+            }
         step = self._checked_step(batch_size)
 
         state, history = run_loop(
@@ -426,10 +467,45 @@ class Learner:
             check=self._check_window,
             cache=self._compiled,
             cache_key=batch_size,
+            fingerprint=fingerprint,
+            resume=resume,
         )
         del history["_finite"]
         self._warn_about(history)
         return TrainResult(self.rebuild(state.params), state.params, state, history)
+
+    def _describe(self):
+        """The learner and its configuration, for checkpoint fingerprints."""
+        return describe(self, self._config())
+
+    def _config(self):
+        return {}
+
+    def _check_init_state(self, init_state):
+        """Refuse a state made for another network or optimiser, naming what differs."""
+        if not isinstance(init_state, TrainState):
+            raise TypeError(
+                "`init_state` must be the TrainState of a previous run "
+                f"(result.state), got {type(init_state).__name__}."
+            )
+        expected = TrainState(
+            jnp.zeros((), jnp.int32),
+            self.init_params,
+            self.optimizer.init(self.init_params),
+            init_state.sampler_state,
+            init_state.rng_key,
+        )
+        for part in ("params", "opt_state"):
+            difference = tree_difference(
+                getattr(expected, part), getattr(init_state, part)
+            )
+            if difference:
+                raise ValueError(
+                    f"`init_state` was made for another "
+                    f"{'network' if part == 'params' else 'optimizer'}: its "
+                    f"{part} {difference}."
+                )
+        return init_state
 
     def _checked_step(self, batch_size):
         """The learner's step, flagging a non-finite loss or parameters; one
