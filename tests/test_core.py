@@ -111,7 +111,7 @@ def test_ula_does_not_leave_target_invariant():
 
 @pytest.mark.parametrize("s, h", [(2.0, 1.0), (1.0, 0.5), (0.5, 0.2)])
 def test_ula_stationary_variance_closed_form_core(s, h):
-    # MATH.md §1: ULA on U = x^2 / (2 s^2) is stationary at N(0, s^2 / (1 - h / (2 s^2)))
+    # ULA on U = x^2 / (2 s^2) is stationary at N(0, s^2 / (1 - h / (2 s^2)))
     num, num_steps = 50_000, 300
     potential = lambda x: 0.5 * x**2 / s**2
     states = jax.vmap(lambda x: langevin.init(x, potential))(jnp.zeros(num))

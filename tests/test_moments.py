@@ -2,7 +2,7 @@
 
 Exact kernels (MALA, RWMH, adjusted AnnealedLangevin) are compared with the
 target itself; ULA on Gaussians with its own biased stationary law, which is
-known in closed form (MATH.md §1), and on models with a small step against NUTS.
+known in closed form (docs/mathematics.rst, §1), and on models with a small step against NUTS.
 """
 
 import numpy as np
@@ -41,7 +41,7 @@ def test_standard_normal_exact(make_kernel, num_samples):
 
 @pytest.mark.parametrize("step_size", [0.5, 1.0])
 def test_ula_stationary_variance_closed_form(step_size):
-    # MATH.md: ULA on N(0, s^2) has stationary law N(0, s^2 / (1 - h / (2 s^2)))
+    # ULA on N(0, s^2) has stationary law N(0, s^2 / (1 - h / (2 s^2)))
     mcmc = run(ne.ULA(targets.standard_normal_model, step_size=step_size), 200, 5000)
     x = mcmc.get_samples(group_by_chain=True)["x"]
     biased_var = 1.0 / (1.0 - step_size / 2.0)

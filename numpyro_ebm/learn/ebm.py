@@ -1,7 +1,7 @@
 """Energy-based models by maximum likelihood with MCMC negatives.
 
 ``grad_theta E_data[log p_theta] = -E_data[grad E_theta] + E_p[grad E_theta]``
-(MATH.md §2): the loss ``mean E(data) - mean E(negatives)`` has this gradient
+(the Mathematics page of the documentation, §2): the loss ``mean E(data) - mean E(negatives)`` has this gradient
 when the negatives are draws from the model. The methods below produce them
 with the shared Langevin step, each a small pure object with
 ``init_sampler(rng_key, data, batch_size) -> sampler_state`` and

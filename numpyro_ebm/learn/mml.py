@@ -3,7 +3,7 @@
 For a model whose parameters are ``numpyro.param`` sites ``theta`` and whose
 latent variables are ``numpyro.sample`` sites ``z``, Fisher's identity
 ``grad_theta log p_theta(x) = E_{p_theta(z | x)}[grad_theta log p_theta(x, z)]``
-(MATH.md §3) turns maximum marginal likelihood into a coupled system: Langevin
+(the Mathematics page of the documentation, §3) turns maximum marginal likelihood into a coupled system: Langevin
 moves on ``z`` (the shared step of :mod:`numpyro_ebm.core.langevin`) and
 gradient moves on ``theta`` averaged over the latent particles. Parameters are
 moved in unconstrained space (like SVI), latents in unconstrained space with
