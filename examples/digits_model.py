@@ -71,14 +71,80 @@ def make_generator(args, prior):
 
 def add_arguments(parser):
     """The model's command-line arguments, shared by both examples."""
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--latent-dim", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--energy-hidden", type=int, default=64)
-    parser.add_argument("--max-tilt", type=float, default=4.0)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--prior-steps", type=int, default=60)
-    parser.add_argument("--prior-step-size", type=float, default=0.05)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=100,
+        help="images per training mini-batch (a subsampled plate); also the "
+        "number of prior chains of the EBM prior's contrastive term "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--latent-dim",
+        type=int,
+        default=8,
+        help="dimension of the latent z of each image (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=256,
+        help="width of the decoder's hidden layer (and of the encoder's, where "
+        "there is one) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--energy-hidden",
+        type=int,
+        default=64,
+        help="width of each of the two hidden layers of the latent energy "
+        "network E(z) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-tilt",
+        type=float,
+        default=4.0,
+        help="bound on the latent energy, |E(z)| <= max_tilt via "
+        "max_tilt * tanh(E / max_tilt), so the EBM prior stays within "
+        "exp(+-max_tilt) of its N(0, I) base (default %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=2e-3,
+        help="initial Adam learning rate, cosine-decayed to a tenth of it over "
+        "the training steps (default %(default)s)",
+    )
+    parser.add_argument(
+        "--prior-steps",
+        type=int,
+        default=60,
+        help="unadjusted Langevin steps of each prior chain (started from the "
+        "N(0, I) base) that draws from the EBM prior, for the contrastive term "
+        "and the sample figures (default %(default)s)",
+    )
+    parser.add_argument(
+        "--prior-step-size",
+        type=float,
+        default=0.05,
+        help="Langevin step size h of the prior chains, "
+        "z' = z - h grad U(z) + sqrt(2h) xi with U(z) = E(z) + |z|^2 / 2 "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the network initialisation and of training "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="examples/out",
+        help="directory the PNG figures are written to, created if missing "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress-bar",
+        action="store_true",
+        help="hide the progress bars",
+    )

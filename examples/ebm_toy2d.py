@@ -119,17 +119,95 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--law", choices=sorted(TOY_LAWS), default="eight_gaussians")
-    parser.add_argument("--method", choices=sorted(METHODS), default="tempered")
-    parser.add_argument("--num-steps", type=int, default=2000)
-    parser.add_argument("--num-data", type=int, default=20000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--langevin-steps", type=int, default=None)
-    parser.add_argument("--step-size", type=float, default=0.01)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--energy-regularization", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument(
+        "--law",
+        choices=sorted(TOY_LAWS),
+        default="eight_gaussians",
+        help="2-D toy law the training data are drawn from (default %(default)s)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHODS),
+        default="tempered",
+        help="sampler of the negatives: tempered (ne.TemperedPCD, parallel "
+        "tempering), pcd (persistent chains), cd (chains from the data batch) "
+        "or shortrun (chains from noise) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-steps",
+        type=int,
+        default=2000,
+        help="training iterations, i.e. optimiser steps (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-data",
+        type=int,
+        default=20000,
+        help="number of training points drawn from the law (default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=128,
+        help="data points per training iteration, and as many negatives "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--langevin-steps",
+        type=int,
+        default=None,
+        help="Langevin steps of the negative chains per training iteration "
+        "(per temperature level for tempered); default by method: tempered 5, "
+        "pcd 20, cd 5, shortrun 50",
+    )
+    parser.add_argument(
+        "--step-size",
+        type=float,
+        default=0.01,
+        help="Langevin step size h of the negative chains, "
+        "x' = x - h grad E(x) + sqrt(2h) xi (for tempered, the step at "
+        "beta = 1); also the step of the 50-step chains drawn for the cd and "
+        "shortrun figures (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=64,
+        help="width of each of the energy network's two hidden layers "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=2e-3,
+        help="initial Adam learning rate, cosine-decayed to a tenth of it over "
+        "--num-steps (default %(default)s)",
+    )
+    parser.add_argument(
+        "--energy-regularization",
+        type=float,
+        default=0.0,
+        help="weight alpha of the penalty alpha (mean E(data)^2 + "
+        "mean E(negatives)^2) that keeps the energies near zero; 0 turns it "
+        "off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the network initialisation and of training "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="examples/out",
+        help="directory the figures ebm_<law>_<method>.png and "
+        "ebm_<law>_<method>_history.png are written to, created if missing "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress-bar",
+        action="store_true",
+        help="hide the training progress bar",
+    )
     main(parser.parse_args())

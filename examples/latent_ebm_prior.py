@@ -189,18 +189,68 @@ def plot(args, results, x):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-steps", type=int, default=3000)
-    parser.add_argument("--num-data", type=int, default=1000)
-    parser.add_argument("--num-test", type=int, default=447)
-    parser.add_argument("--posterior-steps", type=int, default=20)
-    parser.add_argument("--posterior-step-size", type=float, default=0.005)
+    parser.add_argument(
+        "--num-steps",
+        type=int,
+        default=3000,
+        help="SOUL training iterations (one Adam step each) per prior "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-data",
+        type=int,
+        default=1000,
+        help="training images, the first ones of the 1797 digits (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-test",
+        type=int,
+        default=447,
+        help="held-out images scored, taken from image 1350 on (at most 447) "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--posterior-steps",
+        type=int,
+        default=20,
+        help="posterior Langevin steps on the latents per SOUL iteration, in "
+        "training and in the evaluation chains (default %(default)s)",
+    )
+    parser.add_argument(
+        "--posterior-step-size",
+        type=float,
+        default=0.005,
+        help="Langevin step size h of the posterior moves of the latents, "
+        "z' = z + h grad_z log p(x, z) + sqrt(2h) xi, in training and "
+        "evaluation (default %(default)s)",
+    )
     parser.add_argument(
         "--adjusted",
         action="store_true",
-        help="MALA posterior moves in training (one accept/reject per image)",
+        help="Metropolis-adjust (MALA, one accept/reject per image) the "
+        "posterior moves in training; unadjusted (ULA) without it (the "
+        "evaluation chains are always MALA)",
     )
-    parser.add_argument("--num-eval-particles", type=int, default=16)
-    parser.add_argument("--num-eval-steps", type=int, default=300)
-    parser.add_argument("--num-is-samples", type=int, default=1000)
+    parser.add_argument(
+        "--num-eval-particles",
+        type=int,
+        default=16,
+        help="posterior chains per test image whose mean and sd give its "
+        "Gaussian importance proposal (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-eval-steps",
+        type=int,
+        default=300,
+        help="iterations of SOUL with frozen parameters that run those chains "
+        "on the test images; each takes --posterior-steps MALA steps on a "
+        "mini-batch of --batch-size images (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-is-samples",
+        type=int,
+        default=1000,
+        help="importance samples per test image for the test NLL (default %(default)s)",
+    )
     add_arguments(parser)
     main(parser.parse_args())

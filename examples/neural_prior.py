@@ -139,15 +139,78 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--law", choices=sorted(TOY_LAWS), default="two_moons")
-    parser.add_argument("--num-train-steps", type=int, default=2000)
-    parser.add_argument("--num-data", type=int, default=20000)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--y", type=float, default=-2.0)
-    parser.add_argument("--noise", type=float, default=0.2)
-    parser.add_argument("--num-warmup", type=int, default=1000)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--ula-step-size", type=float, default=0.05)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument(
+        "--law",
+        choices=sorted(TOY_LAWS),
+        default="two_moons",
+        help="2-D toy law the energy prior is learned from (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-train-steps",
+        type=int,
+        default=2000,
+        help="training iterations (optimiser steps) of ne.EBM that learns the "
+        "energy (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-data",
+        type=int,
+        default=20000,
+        help="number of training points drawn from the law (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=64,
+        help="width of each of the energy network's two hidden layers "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--y",
+        type=float,
+        default=-2.0,
+        help="observed value of the measurement y ~ N(z_1, noise^2) of the "
+        "first coordinate of z (default %(default)s)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=float,
+        default=0.2,
+        help="standard deviation of the measurement noise (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-warmup",
+        type=int,
+        default=1000,
+        help="MCMC warm-up iterations per chain, for MALA and ULA "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=2000,
+        help="posterior draws per chain after warm-up (4 chains), for MALA and "
+        "ULA (default %(default)s)",
+    )
+    parser.add_argument(
+        "--ula-step-size",
+        type=float,
+        default=0.05,
+        help="ULA's sampling step size h, z' = z - h A grad U(z) + "
+        "sqrt(2h) A^(1/2) xi, in the units of the inverse mass matrix A "
+        "adapted during warm-up (default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="examples/out",
+        help="directory the figures neural_prior_<law>.png (posteriors) and "
+        "neural_prior_<law>_prior.png (learned prior) are written to, created "
+        "if missing (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress-bar",
+        action="store_true",
+        help="hide the progress bar of the energy's training (the MCMC runs "
+        "never show one)",
+    )
     main(parser.parse_args())

@@ -62,7 +62,24 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-warmup", type=int, default=1000)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--num-chains", type=int, default=4)
+    parser.add_argument(
+        "--num-warmup",
+        type=int,
+        default=1000,
+        help="warm-up (adaptation) iterations per chain, for each of NUTS, "
+        "MALA, ULA and RWMH (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=2000,
+        help="draws kept per chain after warm-up, for each kernel "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-chains",
+        type=int,
+        default=4,
+        help="chains per kernel, run vectorised (default %(default)s)",
+    )
     main(parser.parse_args())

@@ -115,19 +115,104 @@ def main(args):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--law", choices=sorted(TOY_LAWS), default="two_moons")
-    parser.add_argument("--num-steps", type=int, default=3000)
-    parser.add_argument("--num-data", type=int, default=20000)
-    parser.add_argument("--num-samples", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--num-levels", type=int, default=10)
-    parser.add_argument("--sigma-max", type=float, default=3.0)
-    parser.add_argument("--sigma-min", type=float, default=0.02)
-    parser.add_argument("--step-size", type=float, default=2e-5)
-    parser.add_argument("--steps-per-level", type=int, default=100)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="examples/out")
-    parser.add_argument("--no-progress-bar", action="store_true")
+    parser.add_argument(
+        "--law",
+        choices=sorted(TOY_LAWS),
+        default="two_moons",
+        help="2-D toy law the score network is trained on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-steps",
+        type=int,
+        default=3000,
+        help="denoising score matching training steps (optimiser steps) "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-data",
+        type=int,
+        default=20000,
+        help="number of training points drawn from the law (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-samples",
+        type=int,
+        default=2000,
+        help="annealed Langevin samples drawn from the learned score, held-out "
+        "points they are compared with by MMD, and particles of the "
+        "mode-weight demonstration (default %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="data points per training step (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-levels",
+        type=int,
+        default=10,
+        help="number L of noise levels, geometrically spaced from --sigma-max "
+        "down to --sigma-min (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sigma-max",
+        type=float,
+        default=3.0,
+        help="largest noise standard deviation sigma_1, also the sd of the "
+        "sampler's N(0, sigma_1^2 I) starting points (default %(default)s)",
+    )
+    parser.add_argument(
+        "--sigma-min",
+        type=float,
+        default=0.02,
+        help="smallest noise standard deviation sigma_L (default %(default)s)",
+    )
+    parser.add_argument(
+        "--step-size",
+        type=float,
+        default=2e-5,
+        help="annealed Langevin step scale eps: at level i the step is "
+        "x <- x + a_i s(x, sigma_i) + sqrt(2 a_i) z with "
+        "a_i = eps sigma_i^2 / sigma_L^2 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--steps-per-level",
+        type=int,
+        default=100,
+        help="annealed Langevin steps at each noise level when sampling the "
+        "learned score (default %(default)s)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=128,
+        help="width of each of the score network's two hidden layers "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="constant Adam learning rate (default %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="random seed of the network initialisation and of training "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default="examples/out",
+        help="directory the figures ncsn_<law>.png (samples) and "
+        "ncsn_<law>_history.png (training curves) are written to, created if "
+        "missing (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-progress-bar",
+        action="store_true",
+        help="hide the training progress bar",
+    )
     main(parser.parse_args())

@@ -238,8 +238,27 @@ def plot(args, results, x_test):
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num-steps", type=int, default=6000)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--num-is-samples", type=int, default=1000)
+    parser.add_argument(
+        "--num-steps",
+        type=int,
+        default=6000,
+        help="SVI steps per prior, rounded down to a multiple of --eval-every "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=500,
+        help="SVI steps between evaluations of the validation ELBO on images "
+        "1000-1349; the parameters with the best one are kept (early "
+        "stopping) (default %(default)s)",
+    )
+    parser.add_argument(
+        "--num-is-samples",
+        type=int,
+        default=1000,
+        help="importance samples per image for the validation and test NLL "
+        "(default %(default)s)",
+    )
     add_arguments(parser)
     main(parser.parse_args())

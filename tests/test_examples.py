@@ -1,5 +1,6 @@
 """Every example script runs end to end with small arguments."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,50 @@ def test_example_runs(script, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     if script != "quickstart.py":
         assert list(tmp_path.glob("*.png")), "no figure written"
+
+
+HELP_SCRIPTS = sorted(
+    path.name
+    for path in (ROOT / "examples").glob("*.py")
+    if "ArgumentParser(" in path.read_text()
+)
+OPTION = re.compile(r"--[\w-]+")
+
+
+@pytest.mark.parametrize("script", HELP_SCRIPTS)
+def test_example_help_describes_every_flag(script):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    start = next(
+        i for i, line in enumerate(lines) if line in ("options:", "optional arguments:")
+    )
+    # between the usage block and the options: the parser's description
+    blank = lines.index("")
+    assert any(line.strip() for line in lines[blank:start]), "no description"
+    described = {}
+    for i in range(start + 1, len(lines)):
+        line = lines[i]
+        if not re.match(r"  -", line):  # not an option line
+            continue
+        # "  --flag METAVAR  text": the description follows two or more spaces
+        # on the same line, or is the next, more deeply indented line
+        invocation, _, text = line.strip().partition("  ")
+        following = lines[i + 1] if i + 1 < len(lines) else ""
+        has_text = bool(text.strip()) or (
+            following.startswith("    ") and bool(following.strip())
+        )
+        for flag in OPTION.findall(invocation):
+            described[flag] = has_text
+    described.pop("--help")
+    # every option of the usage line is listed, and none is undescribed
+    usage = "\n".join(lines[:blank])
+    assert set(OPTION.findall(usage)) - {"--help"} == set(described)
+    undescribed = sorted(flag for flag, ok in described.items() if not ok)
+    assert not undescribed, f"flags without a description: {undescribed}"
