@@ -6,7 +6,7 @@
    logic, same Langevin update), both run 1000 times inside one compiled loop.
    The number of traces of the energy function per run is counted: it does not
    grow with the number of steps.
-2. ``ne.annealed_langevin``: 10 noise levels x 100 steps on 10,000 2-D points,
+2. ``ne.noise_annealed_langevin``: 10 noise levels x 100 steps on 10,000 2-D points,
    with a ScoreMLP 2-128-128-2, with the exact score of a two-component
    mixture, and with a Gaussian score (which shows the sampler's own cost).
 
@@ -162,7 +162,7 @@ def bench_annealed():
     )
     for name, score in scores:
         f = jax.jit(
-            lambda key, x, score=score: ne.annealed_langevin(
+            lambda key, x, score=score: ne.noise_annealed_langevin(
                 key, score, x, sigmas, 2e-5, 100
             )
         )

@@ -49,8 +49,12 @@ def mode_weight_demo(args):
         jax.random.key(0), (args.num_samples, 2), minval=-8, maxval=8
     )
     sigmas = jnp.geomspace(20.0, 0.1, 10)
-    annealed = ne.annealed_langevin(jax.random.key(1), score, init, sigmas, 5e-3, 100)
-    plain = ne.annealed_langevin(jax.random.key(1), score, init, sigmas[-1:], 0.1, 1000)
+    annealed = ne.noise_annealed_langevin(
+        jax.random.key(1), score, init, sigmas, 5e-3, 100
+    )
+    plain = ne.noise_annealed_langevin(
+        jax.random.key(1), score, init, sigmas[-1:], 0.1, 1000
+    )
     print("mode-weight demonstration, 0.8 N((5,5), I) + 0.2 N((-5,-5), I):")
     for name, x in (("annealed Langevin", annealed), ("plain Langevin", plain)):
         print(
@@ -76,7 +80,7 @@ def main(args):
         progress_bar=not args.no_progress_bar,
     )
     init = sigmas[0] * jax.random.normal(jax.random.key(1), (args.num_samples, 2))
-    samples = ne.annealed_langevin(
+    samples = ne.noise_annealed_langevin(
         jax.random.key(2),
         result.module,
         init,

@@ -2,7 +2,7 @@
 for NumPyro."""
 
 from numpyro_ebm import core, datasets, nn
-from numpyro_ebm.core.annealed import annealed_langevin
+from numpyro_ebm.core.annealed import annealed_langevin, noise_annealed_langevin
 from numpyro_ebm.core.schedules import (
     geometric_schedule,
     linear_schedule,
@@ -28,6 +28,7 @@ from numpyro_ebm.learn import (
     ExactScoreMatching,
     MMLRunResult,
     MMLState,
+    NegativeSampler,
     ScoreMatching,
     ShortRun,
     SlicedScoreMatching,
@@ -43,10 +44,22 @@ from numpyro_ebm.learn import (
 
 __version__ = "0.1.0.dev0"
 
+
+def __getattr__(name):
+    # ne.plots like ne.datasets and ne.nn, imported on first use so that
+    # matplotlib stays optional
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("numpyro_ebm.plots")
+    raise AttributeError(f"module 'numpyro_ebm' has no attribute {name!r}")
+
+
 __all__ = [
     "core",
     "datasets",
     "nn",
+    "plots",
     "kernel_stein_discrepancy",
     "mmd",
     "grid_log_likelihood",
@@ -59,6 +72,7 @@ __all__ = [
     "geometric_schedule",
     "linear_schedule",
     "polynomial_schedule",
+    "noise_annealed_langevin",
     "annealed_langevin",
     "EnergyDistribution",
     "ScoreDistribution",
@@ -69,6 +83,7 @@ __all__ = [
     "MCEM",
     "MMLRunResult",
     "MMLState",
+    "NegativeSampler",
     "CD",
     "PCD",
     "ShortRun",

@@ -11,7 +11,7 @@ from jax import random
 from numpyro.distributions import constraints
 
 from numpyro_ebm.core import validation
-from numpyro_ebm.core.annealed import annealed_langevin, check_sigmas
+from numpyro_ebm.core.annealed import check_sigmas, noise_annealed_langevin
 from numpyro_ebm.infer.pooled import pooled_langevin, warn_if_not_mixed
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
@@ -303,7 +303,7 @@ class EnergyDistribution(dist.Distribution):
 class ScoreDistribution(dist.Distribution):
     """A law known only through a noise-conditional score ``s(x, sigma)``.
 
-    Sampling runs :func:`~numpyro_ebm.annealed_langevin` over ``sigmas`` from
+    Sampling runs :func:`~numpyro_ebm.noise_annealed_langevin` over ``sigmas`` from
     ``init_dist`` (default ``N(0, sigma_1^2 I)``, the law of data drowned in the
     largest noise). There is no ``log_prob``: a score determines the density
     only up to a constant that cannot be computed from it, so the distribution
@@ -390,7 +390,7 @@ class ScoreDistribution(dist.Distribution):
             jnp.zeros(self.event_shape), self.sigmas[0]
         ).to_event(len(self.event_shape))
         init = start.sample(key_init, (max(1, int(jnp.prod(jnp.array(sample_shape)))),))
-        x = annealed_langevin(
+        x = noise_annealed_langevin(
             key_run,
             self.score_fn,
             init,

@@ -115,31 +115,35 @@ case(
 case(
     "Annealed-inverse-temperature-turns-zero",
     ValueError,
-    "`schedule` schedule must be positive.*at iteration 50",
+    "`inverse_temperature` schedule must be positive.*at iteration 50",
 )(
     lambda: ne.AnnealedLangevin(
-        potential_fn=quadratic, step_size=0.1, schedule=lambda i: 1.0 - 0.02 * i
+        potential_fn=quadratic,
+        step_size=0.1,
+        inverse_temperature=lambda i: 1.0 - 0.02 * i,
     )
 )
 case(
     "Annealed-schedule-negative-entry",
     ValueError,
-    "`schedule` schedule must be positive and finite; entry 1",
+    "`inverse_temperature` schedule must be positive and finite; entry 1",
 )(
     lambda: ne.AnnealedLangevin(
-        potential_fn=quadratic, step_size=0.1, schedule=jnp.array([1.0, -1.0])
+        potential_fn=quadratic,
+        step_size=0.1,
+        inverse_temperature=jnp.array([1.0, -1.0]),
     )
 )
 case("Annealed-schedule-2d", ValueError, "non-empty 1-D array")(
     lambda: ne.AnnealedLangevin(
-        potential_fn=quadratic, step_size=0.1, schedule=jnp.ones((2, 2))
+        potential_fn=quadratic, step_size=0.1, inverse_temperature=jnp.ones((2, 2))
     )
 )
 case("MALA-target_accept_prob=1.5", ValueError, "`target_accept_prob` must be in")(
     lambda: ne.MALA(potential_fn=quadratic, target_accept_prob=1.5)
 )
 case("annealed_langevin-step=inf", ValueError, "`step_size` must be positive")(
-    lambda: ne.annealed_langevin(
+    lambda: ne.noise_annealed_langevin(
         jax.random.key(0),
         lambda x, s: -x,
         jnp.zeros((4, 2)),
@@ -153,7 +157,7 @@ case(
     TypeError,
     "`num_steps_per_level` must be an integer",
 )(
-    lambda: ne.annealed_langevin(
+    lambda: ne.noise_annealed_langevin(
         jax.random.key(0),
         lambda x, s: -x,
         jnp.zeros((4, 2)),
@@ -163,7 +167,7 @@ case(
     )
 )
 case("annealed_langevin-sigmas-inf", ValueError, "positive and finite")(
-    lambda: ne.annealed_langevin(
+    lambda: ne.noise_annealed_langevin(
         jax.random.key(0),
         lambda x, s: -x,
         jnp.zeros((4, 2)),
@@ -173,7 +177,7 @@ case("annealed_langevin-sigmas-inf", ValueError, "positive and finite")(
     )
 )
 case("annealed_langevin-sigmas-unsorted", ValueError, "strictly decreasing")(
-    lambda: ne.annealed_langevin(
+    lambda: ne.noise_annealed_langevin(
         jax.random.key(0),
         lambda x, s: -x,
         jnp.zeros((4, 2)),
@@ -187,7 +191,7 @@ case(
     ValueError,
     r"`score_fn\(x, sigma\)` must return scores of the particles' shape",
 )(
-    lambda: ne.annealed_langevin(
+    lambda: ne.noise_annealed_langevin(
         jax.random.key(0),
         lambda x, s: -x.sum(-1, keepdims=True),
         jnp.zeros((4, 2)),

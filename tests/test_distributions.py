@@ -185,7 +185,7 @@ def test_annealed_langevin_recovers_mode_weights_plain_langevin_does_not():
     num, steps = 5000, 100
     sigmas = jnp.geomspace(20.0, 0.1, 10)
     init = jax.random.uniform(jax.random.key(0), (num, 2), minval=-8.0, maxval=8.0)
-    x = ne.annealed_langevin(
+    x = ne.noise_annealed_langevin(
         jax.random.key(1), mixture_score, init, sigmas, 5e-3, steps
     )
     frac = float(jnp.mean(x[:, 0] > 0))
@@ -193,7 +193,7 @@ def test_annealed_langevin_recovers_mode_weights_plain_langevin_does_not():
     # plain Langevin on grad log p with the same budget (10 x 100 steps at the
     # smallest level's step size... and a generous larger step): weights are lost
     for step_size in (5e-3, 0.1):
-        plain = ne.annealed_langevin(
+        plain = ne.noise_annealed_langevin(
             jax.random.key(1), mixture_score, init, sigmas[-1:], step_size, steps * 10
         )
         assert abs(float(jnp.mean(plain[:, 0] > 0)) - 0.8) > 0.15
@@ -202,21 +202,23 @@ def test_annealed_langevin_recovers_mode_weights_plain_langevin_does_not():
 def test_annealed_langevin_trajectory_and_denoise():
     init = jnp.zeros((7, 2))
     sigmas = jnp.array([2.0, 1.0, 0.5])
-    x, traj = ne.annealed_langevin(
+    x, traj = ne.noise_annealed_langevin(
         jax.random.key(0), mixture_score, init, sigmas, 0.01, 5, return_trajectory=True
     )
     assert traj.shape == (3, 7, 2)
     np.testing.assert_allclose(traj[-1], x)
-    d = ne.annealed_langevin(
+    d = ne.noise_annealed_langevin(
         jax.random.key(0), mixture_score, init, sigmas, 0.01, 5, denoise=True
     )
     np.testing.assert_allclose(d, x + 0.25 * mixture_score(x, 0.5), rtol=1e-5)
     # pure and jittable, with noise levels traced or closed over
     closed = jax.jit(
-        lambda key, x: ne.annealed_langevin(key, mixture_score, x, sigmas, 0.01, 5)
+        lambda key, x: ne.noise_annealed_langevin(
+            key, mixture_score, x, sigmas, 0.01, 5
+        )
     )
     np.testing.assert_allclose(closed(jax.random.key(0), init), x, rtol=1e-6)
-    f = jax.jit(ne.annealed_langevin, static_argnums=(1, 5))
+    f = jax.jit(ne.noise_annealed_langevin, static_argnums=(1, 5))
     np.testing.assert_allclose(
         f(jax.random.key(0), mixture_score, init, sigmas, 0.01, 5), x, rtol=1e-6
     )
@@ -249,7 +251,7 @@ def test_score_distribution():
 )
 def test_bad_sigmas(sigmas, match):
     with pytest.raises(ValueError, match=match):
-        ne.annealed_langevin(
+        ne.noise_annealed_langevin(
             jax.random.key(0),
             mixture_score,
             jnp.zeros((2, 2)),
@@ -263,7 +265,7 @@ def test_bad_sigmas(sigmas, match):
 
 def test_bad_annealed_langevin_steps():
     with pytest.raises(ValueError, match="step_size"):
-        ne.annealed_langevin(
+        ne.noise_annealed_langevin(
             jax.random.key(0),
             mixture_score,
             jnp.zeros((2, 2)),
@@ -272,7 +274,7 @@ def test_bad_annealed_langevin_steps():
             5,
         )
     with pytest.raises(ValueError, match="num_steps_per_level"):
-        ne.annealed_langevin(
+        ne.noise_annealed_langevin(
             jax.random.key(0),
             mixture_score,
             jnp.zeros((2, 2)),

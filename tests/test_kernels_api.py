@@ -20,7 +20,10 @@ KERNELS = {
     "ULA": lambda **kw: ne.ULA(step_size=0.05, adapt_mass_matrix=True, **kw),
     "RWMH": lambda **kw: ne.RWMH(**kw),
     "AnnealedLangevin": lambda **kw: ne.AnnealedLangevin(
-        step_size=0.05, schedule=ne.linear_schedule(0.5, 1.0, 300), adjusted=True, **kw
+        step_size=0.05,
+        inverse_temperature=ne.linear_schedule(0.5, 1.0, 300),
+        adjusted=True,
+        **kw,
     ),
 }
 
@@ -171,7 +174,7 @@ def test_ula_keeps_state_on_non_finite_proposal():
         lambda **kw: ne.MALA(**kw),
         lambda **kw: ne.RWMH(**kw),
         lambda **kw: ne.ULA(step_size=0.1, **kw),
-        lambda **kw: ne.AnnealedLangevin(step_size=0.1, schedule=1.0, **kw),
+        lambda **kw: ne.AnnealedLangevin(step_size=0.1, inverse_temperature=1.0, **kw),
     ],
 )
 def test_exactly_one_of_model_and_potential_fn(make):
@@ -188,10 +191,16 @@ def test_bad_step_size(bad):
         lambda: ne.MALA(potential_fn=f, step_size=bad),
         lambda: ne.RWMH(potential_fn=f, step_size=bad),
         lambda: ne.ULA(potential_fn=f, step_size=bad),
-        lambda: ne.AnnealedLangevin(potential_fn=f, step_size=bad, schedule=1.0),
-        lambda: ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=bad),
+        lambda: ne.AnnealedLangevin(
+            potential_fn=f, step_size=bad, inverse_temperature=1.0
+        ),
+        lambda: ne.AnnealedLangevin(
+            potential_fn=f, step_size=0.1, inverse_temperature=bad
+        ),
     ):
-        with pytest.raises((ValueError, TypeError), match="step_size|schedule"):
+        with pytest.raises(
+            (ValueError, TypeError), match="step_size|inverse_temperature"
+        ):
             make()
 
 
@@ -202,18 +211,22 @@ def test_bad_schedules():
     with pytest.raises(ValueError, match="1-D"):
         ne.ULA(potential_fn=f, step_size=jnp.ones((2, 2)))
     with pytest.raises(ValueError, match="1-D"):
-        ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=jnp.ones(0))
+        ne.AnnealedLangevin(
+            potential_fn=f, step_size=0.1, inverse_temperature=jnp.ones(0)
+        )
     with pytest.raises(ValueError, match="scalar"):
         ne.ULA(potential_fn=f, step_size=lambda i: jnp.ones(2))
     with pytest.raises(ValueError, match="ULA needs `step_size`"):
         ne.ULA(potential_fn=f)
     with pytest.raises(
-        ValueError, match="needs `step_size` and an inverse-temperature"
+        ValueError, match="needs `step_size` and an `inverse_temperature`"
     ):
         ne.AnnealedLangevin(potential_fn=f, step_size=0.1)
     # a schedule that does not cover the warm-up: wrong length, said at run time
     kernel = ne.AnnealedLangevin(
-        potential_fn=f, step_size=0.1, schedule=ne.geometric_schedule(1.0, 10.0, 50)
+        potential_fn=f,
+        step_size=0.1,
+        inverse_temperature=ne.geometric_schedule(1.0, 10.0, 50),
     )
     with pytest.raises(ValueError, match="schedule has 50 values but the warm-up"):
         run(kernel, num_warmup=100, init_params=jnp.zeros(2))
@@ -363,7 +376,7 @@ def test_annealing_concentrates_on_global_minimum():
     kernel = ne.AnnealedLangevin(
         potential_fn=double_well,
         step_size=0.03,
-        schedule=ne.geometric_schedule(1.0, 100.0, num_steps),
+        inverse_temperature=ne.geometric_schedule(1.0, 100.0, num_steps),
         adjusted=True,
     )
     mcmc = run(
@@ -381,7 +394,10 @@ def test_annealing_concentrates_on_global_minimum():
     assert near.std() < 0.045
     # control: at a fixed low temperature (no annealing) chains stay trapped
     frozen = ne.AnnealedLangevin(
-        potential_fn=double_well, step_size=0.03, schedule=100.0, adjusted=True
+        potential_fn=double_well,
+        step_size=0.03,
+        inverse_temperature=100.0,
+        adjusted=True,
     )
     mcmc = run(
         frozen,
@@ -432,3 +448,22 @@ def test_stuck_or_exploding_chains_warn(chain_method, num_chains):
                 init_params=init,
             )
             jax.block_until_ready(mcmc.get_samples())
+
+
+def test_api_renames_keep_deprecated_aliases():
+    f = targets.corr2d_potential
+    with pytest.warns(DeprecationWarning, match="now called `inverse_temperature`"):
+        kernel = ne.AnnealedLangevin(potential_fn=f, step_size=0.1, schedule=2.0)
+    assert float(kernel._schedule) == 2.0
+    with pytest.raises(ValueError, match="give `inverse_temperature` only"):
+        ne.AnnealedLangevin(
+            potential_fn=f, step_size=0.1, schedule=2.0, inverse_temperature=2.0
+        )
+    with pytest.warns(DeprecationWarning, match="now noise_annealed_langevin"):
+        x = ne.annealed_langevin(
+            jax.random.key(0), lambda x, s: -x, jnp.zeros((4, 2)), jnp.ones(1), 0.1, 2
+        )
+    assert x.shape == (4, 2)
+    # everything after model / potential_fn is keyword-only
+    with pytest.raises(TypeError, match="positional"):
+        ne.MALA(None, f, 0.1)

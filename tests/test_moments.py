@@ -25,7 +25,7 @@ run = targets.run_chains
         (lambda m: ne.RWMH(m), 4000),
         (
             lambda m: ne.AnnealedLangevin(
-                m, step_size=0.5, schedule=1.0, adjusted=True
+                m, step_size=0.5, inverse_temperature=1.0, adjusted=True
             ),
             2000,
         ),
@@ -63,7 +63,7 @@ def test_tempered_adjusted_targets_exp_minus_beta_u(beta):
     kernel = ne.AnnealedLangevin(
         targets.standard_normal_model,
         step_size=0.5 / beta,
-        schedule=beta,
+        inverse_temperature=beta,
         adjusted=True,
     )
     x = run(kernel, 200, 3000).get_samples(group_by_chain=True)["x"]
@@ -84,7 +84,7 @@ INIT_2D = jnp.zeros((4, 2))
             ne.AnnealedLangevin(
                 potential_fn=targets.corr2d_potential,
                 step_size=0.8,
-                schedule=1.0,
+                inverse_temperature=1.0,
                 adjusted=True,
                 dense_mass=True,
                 inverse_mass_matrix=targets.COV_2D,
@@ -142,7 +142,7 @@ VAR_100 = targets.SCALES_100**2
             ne.AnnealedLangevin(
                 potential_fn=targets.diag100_potential,
                 step_size=0.3,
-                schedule=1.0,
+                inverse_temperature=1.0,
                 adjusted=True,
                 inverse_mass_matrix=VAR_100,
             ),
@@ -207,7 +207,7 @@ KERNELS_VS_NUTS = {
     "AnnealedLangevin": lambda model, args: (
         ne.AnnealedLangevin(
             model,
-            schedule=1.0,
+            inverse_temperature=1.0,
             adjusted=True,
             **_mala_warmed_up(model, *args),
         ),

@@ -15,3 +15,14 @@ def test_image_grid_tiles_in_order_and_refuses_other_shapes():
         plot_image_grid(images, (2, 3, 1))
     with pytest.raises(ValueError, match="must have shape"):
         plot_image_grid(np.zeros((4, 2, 3, 3)), (2, 3))  # colour images
+
+
+def test_plots_are_reachable_from_the_package_lazily():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpyro_ebm as ne; assert 'matplotlib' not in sys.modules; "
+        "ne.plots.plot_history; assert 'numpyro_ebm.plots' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,5 +1,6 @@
 """Annealed Langevin dynamics over noise levels (NCSN's sampler)."""
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -11,7 +12,7 @@ from jax import random
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import langevin_proposal
 
-__all__ = ["annealed_langevin", "check_sigmas"]
+__all__ = ["noise_annealed_langevin", "annealed_langevin", "check_sigmas"]
 
 
 def check_sigmas(sigmas):
@@ -58,7 +59,7 @@ def _check_score_shape(score_fn, x, sigmas):
         )
 
 
-def annealed_langevin(
+def noise_annealed_langevin(
     rng_key,
     score_fn: Callable,
     init,
@@ -69,7 +70,10 @@ def annealed_langevin(
     return_trajectory: bool = False,
     denoise: bool = False,
 ):
-    """NCSN's annealed Langevin sampler, as a pure jittable function.
+    """NCSN's annealed Langevin sampler over noise levels, a pure jittable function.
+
+    Not to be confused with :class:`~numpyro_ebm.AnnealedLangevin`, the MCMC
+    kernel that anneals an inverse temperature over iterations.
 
     For each noise level ``sigma_i`` (largest first) it takes
     ``num_steps_per_level`` unadjusted Langevin steps
@@ -99,8 +103,8 @@ def annealed_langevin(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> score = lambda x, sigma: -x / (1.0 + sigma**2)  # N(0, I) noised
-        >>> x = annealed_langevin(jax.random.key(0), score, jnp.zeros((100, 2)),
-        ...                       jnp.array([2.0, 1.0, 0.5]), 0.1, 20)
+        >>> x = noise_annealed_langevin(jax.random.key(0), score, jnp.zeros((100, 2)),
+        ...                             jnp.array([2.0, 1.0, 0.5]), 0.1, 20)
         >>> x.shape
         (100, 2)
 
@@ -134,3 +138,19 @@ def annealed_langevin(
     if denoise:
         x = x + sigma_last**2 * score_fn(x, sigma_last)
     return (x, trajectory) if return_trajectory else x
+
+
+def annealed_langevin(*args, **kwargs):
+    """Deprecated name of :func:`noise_annealed_langevin`.
+
+    The name clashed with :class:`~numpyro_ebm.AnnealedLangevin`, the
+    tempering kernel.
+    """
+    warnings.warn(
+        "numpyro_ebm.annealed_langevin is now noise_annealed_langevin (it anneals "
+        "noise levels; AnnealedLangevin is the tempering kernel); the old name will "
+        "be removed.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return noise_annealed_langevin(*args, **kwargs)

@@ -23,7 +23,12 @@ from jax import Array, random
 from jax.flatten_util import ravel_pytree
 
 from numpyro_ebm.core import metrics
-from numpyro_ebm.core.proposals import is_finite_tree, metropolis_hastings, select
+from numpyro_ebm.core.proposals import (
+    MHInfo,
+    is_finite_tree,
+    metropolis_hastings,
+    select,
+)
 
 __all__ = [
     "LangevinState",
@@ -48,21 +53,8 @@ class LangevinState(NamedTuple):
     potential_energy_grad: object
 
 
-class LangevinInfo(NamedTuple):
-    """Diagnostics of one Langevin step.
-
-    Attributes:
-        accept_prob: MALA acceptance probability of the move (0 for a
-            non-finite proposal). Unadjusted steps report it too: it measures
-            their discretisation error and drives warm-up adaptation.
-        is_accepted: whether the chain moved.
-        diverging: the proposal had a non-finite potential or gradient and was
-            rejected (an unadjusted chain keeps its current state).
-    """
-
-    accept_prob: Array
-    is_accepted: Array
-    diverging: Array
+#: diagnostics of one Langevin step: the shared :class:`~numpyro_ebm.core.proposals.MHInfo`
+LangevinInfo = MHInfo
 
 
 def init(position, potential_fn: Callable) -> LangevinState:
@@ -175,4 +167,4 @@ def langevin_step(
     # discretisation error and a signal for warm-up adaptation
     accepted = jnp.where(adjusted, decision.is_accepted, finite)
     new_state = select(accepted, proposal, state)
-    return new_state, LangevinInfo(accept_prob, accepted, ~finite)
+    return new_state, MHInfo(accept_prob, accepted, ~finite)

@@ -6,17 +6,21 @@ import jax
 import jax.numpy as jnp
 from jax import Array, random
 
-__all__ = ["MHDecision", "metropolis_hastings", "select", "is_finite_tree"]
+__all__ = ["MHInfo", "MHDecision", "metropolis_hastings", "select", "is_finite_tree"]
 
 
-class MHDecision(NamedTuple):
-    """Outcome of an accept/reject step.
+class MHInfo(NamedTuple):
+    """Diagnostics of one Metropolis–Hastings step: the one info type of every
+    accept/reject step in numpyro_ebm (Langevin, random walk, replica swaps).
 
     Attributes:
         accept_prob: ``min(1, exp(log_accept_ratio))``; 0 for a non-finite
-            proposal.
-        is_accepted: whether the proposal was taken.
-        diverging: the proposal had a non-finite potential or gradient.
+            proposal. Unadjusted Langevin steps report the MALA acceptance
+            probability their move would have had: it measures their
+            discretisation error and drives warm-up adaptation.
+        is_accepted: whether the chain moved.
+        diverging: the proposal had a non-finite potential or gradient and was
+            rejected.
     """
 
     accept_prob: Array
@@ -36,7 +40,11 @@ def is_finite_tree(*trees) -> Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
-def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHDecision:
+#: the former name of :class:`MHInfo`
+MHDecision = MHInfo
+
+
+def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHInfo:
     """Accept with probability ``min(1, exp(log_accept_ratio))``.
 
     A proposal that is not ``finite`` is rejected and flagged as diverging, so a
@@ -57,7 +65,7 @@ def metropolis_hastings(rng_key, log_accept_ratio, finite) -> MHDecision:
     accept_prob = jnp.exp(jnp.minimum(log_accept_ratio, 0.0))
     log_uniform = jnp.log(random.uniform(rng_key, dtype=accept_prob.dtype))
     is_accepted = log_uniform < log_accept_ratio
-    return MHDecision(accept_prob, is_accepted, ~finite)
+    return MHInfo(accept_prob, is_accepted, ~finite)
 
 
 def select(condition, new, old):

@@ -8,7 +8,12 @@ from jax import Array, random
 from jax.flatten_util import ravel_pytree
 
 from numpyro_ebm.core import metrics
-from numpyro_ebm.core.proposals import is_finite_tree, metropolis_hastings, select
+from numpyro_ebm.core.proposals import (
+    MHInfo,
+    is_finite_tree,
+    metropolis_hastings,
+    select,
+)
 
 __all__ = ["RWMHState", "RWMHInfo", "init", "rwmh_step"]
 
@@ -20,12 +25,8 @@ class RWMHState(NamedTuple):
     potential_energy: Array
 
 
-class RWMHInfo(NamedTuple):
-    """Diagnostics of one MH transition (see :class:`~numpyro_ebm.core.proposals.MHDecision`)."""
-
-    accept_prob: Array
-    is_accepted: Array
-    diverging: Array
+#: diagnostics of one random-walk step: the shared :class:`~numpyro_ebm.core.proposals.MHInfo`
+RWMHInfo = MHInfo
 
 
 def init(position, potential_fn: Callable) -> RWMHState:
@@ -82,4 +83,4 @@ def rwmh_step(
         key_accept, state.potential_energy - pe_new + log_proposal_ratio, finite
     )
     new_state = select(decision.is_accepted, RWMHState(position_new, pe_new), state)
-    return new_state, RWMHInfo(*decision)
+    return new_state, decision

@@ -123,6 +123,7 @@ class LangevinKernelBase(MCMCKernel):
         self,
         model=None,
         potential_fn=None,
+        *,
         step_size=1.0,
         adapt_step_size=True,
         adapt_mass_matrix=True,

@@ -1,5 +1,7 @@
 """Langevin and Metropolis–Hastings kernels for :class:`numpyro.infer.MCMC`."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 from numpyro.infer.initialization import init_to_uniform
@@ -103,6 +105,7 @@ class ULA(LangevinKernelBase):
         self,
         model=None,
         potential_fn=None,
+        *,
         step_size=None,
         adapt_step_size=False,
         adapt_mass_matrix=False,
@@ -204,6 +207,7 @@ class MALA(LangevinKernelBase):
         self,
         model=None,
         potential_fn=None,
+        *,
         step_size=1.0,
         adapt_step_size=True,
         adapt_mass_matrix=True,
@@ -291,6 +295,7 @@ class RWMH(LangevinKernelBase):
         self,
         model=None,
         potential_fn=None,
+        *,
         step_size=1.0,
         proposal=None,
         adapt_step_size=True,
@@ -373,10 +378,11 @@ class AnnealedLangevin(LangevinKernelBase):
     ``potential_energy`` in the state is always the untempered ``U``.
     {_COMMON_PARAMS}
     :param step_size: a positive float, 1-D array or callable of the iteration.
-    :param schedule: inverse temperatures ``beta_n``: a positive float, 1-D
+    :param inverse_temperature: ``beta_n``: a positive float, 1-D
         array (entry ``k`` at iteration ``k`` of warm-up and sampling together;
         the last value is held; it must cover the warm-up) or a callable.
     :param bool adjusted: Metropolis-adjust each step (MALA at ``beta_n``).
+    :param schedule: the former name of ``inverse_temperature`` (deprecated).
     :param bool dense_mass: dense rather than diagonal ``inverse_mass_matrix``.
     :param inverse_mass_matrix: fixed preconditioner; identity by default.
     :param init_strategy: a per-site initialisation function.
@@ -389,8 +395,9 @@ class AnnealedLangevin(LangevinKernelBase):
         >>> from numpyro.infer import MCMC
         >>> import numpyro_ebm as ne
         >>> U = lambda x: (x**2 - 1.0) ** 2 + 0.3 * x  # deeper well at x = -1
-        >>> kernel = ne.AnnealedLangevin(potential_fn=U, step_size=0.01,
-        ...                              schedule=ne.geometric_schedule(0.5, 50.0, 500))
+        >>> kernel = ne.AnnealedLangevin(
+        ...     potential_fn=U, step_size=0.01,
+        ...     inverse_temperature=ne.geometric_schedule(0.5, 50.0, 500))
         >>> mcmc = MCMC(kernel, num_warmup=0, num_samples=500, progress_bar=False)
         >>> mcmc.run(jax.random.key(1), init_params=jnp.array(0.0))
         >>> mcmc.get_samples().shape
@@ -409,19 +416,33 @@ class AnnealedLangevin(LangevinKernelBase):
         self,
         model=None,
         potential_fn=None,
+        *,
         step_size=None,
-        schedule=None,
+        inverse_temperature=None,
         adjusted=False,
         dense_mass=False,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
+        schedule=None,
     ):
-        if step_size is None or schedule is None:
-            raise ValueError(
-                "AnnealedLangevin needs `step_size` and an inverse-temperature "
-                "`schedule` (e.g. numpyro_ebm.geometric_schedule(1.0, 100.0, n))."
+        if schedule is not None:
+            if inverse_temperature is not None:
+                raise ValueError(
+                    "give `inverse_temperature` only: `schedule` is its former name."
+                )
+            warnings.warn(
+                "AnnealedLangevin's `schedule` is now called `inverse_temperature`; "
+                "`schedule` will be removed.",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        self._schedule = validation.schedule("schedule", schedule)
+            inverse_temperature = schedule
+        if step_size is None or inverse_temperature is None:
+            raise ValueError(
+                "AnnealedLangevin needs `step_size` and an `inverse_temperature` "
+                "schedule (e.g. numpyro_ebm.geometric_schedule(1.0, 100.0, n))."
+            )
+        self._schedule = validation.schedule("inverse_temperature", inverse_temperature)
         self._adjusted = bool(adjusted)
         super().__init__(
             model,
@@ -439,7 +460,10 @@ class AnnealedLangevin(LangevinKernelBase):
             "step_size", self._step_size, num_warmup, what="the warm-up alone"
         )
         validation.schedule_length(
-            "schedule", self._schedule, num_warmup, what="the warm-up alone"
+            "inverse_temperature",
+            self._schedule,
+            num_warmup,
+            what="the warm-up alone",
         )
 
     def _transition(self, rng_key, state, potential_fn, metric):

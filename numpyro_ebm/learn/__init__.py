@@ -1,6 +1,14 @@
 """Learning: score matching and energy-based maximum likelihood."""
 
-from numpyro_ebm.learn.ebm import CD, EBM, PCD, ShortRun, TemperedPCD, langevin_chains
+from numpyro_ebm.learn.ebm import (
+    CD,
+    EBM,
+    PCD,
+    NegativeSampler,
+    ShortRun,
+    TemperedPCD,
+    langevin_chains,
+)
 from numpyro_ebm.learn.mml import IPLA, MCEM, PGD, SOUL, MMLRunResult, MMLState
 from numpyro_ebm.learn.score_matching import (
     DenoisingScoreMatching,
@@ -22,6 +30,7 @@ __all__ = [
     "MCEM",
     "MMLRunResult",
     "MMLState",
+    "NegativeSampler",
     "CD",
     "EBM",
     "PCD",

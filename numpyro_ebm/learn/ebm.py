@@ -17,7 +17,7 @@ fresh draws enter every iteration and move between modes.
 """
 
 import warnings
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -31,10 +31,40 @@ from numpyro_ebm.core.chains import run_chains
 from numpyro_ebm.core.proposals import metropolis_hastings
 from numpyro_ebm.learn import training
 
-__all__ = ["CD", "PCD", "ShortRun", "TemperedPCD", "EBM", "langevin_chains"]
+__all__ = [
+    "NegativeSampler",
+    "CD",
+    "PCD",
+    "ShortRun",
+    "TemperedPCD",
+    "EBM",
+    "langevin_chains",
+]
 
 #: energy scale (root mean square) above which a hundredfold growth is reported
 _ENERGY_DRIFT_LIMIT = 1e4
+
+
+@runtime_checkable
+class NegativeSampler(Protocol):
+    """What :class:`EBM` needs of a negative sampler (:class:`CD`, :class:`PCD`,
+    :class:`ShortRun`, :class:`TemperedPCD`, or one of your own).
+
+    ``init_sampler(rng_key, data, batch_size) -> state`` builds the sampler's
+    state (a pytree, ``()`` when there is none) before training;
+    ``sample(rng_key, energy, batch, state) -> (negatives, state, info)``
+    draws one negative per batch row from ``exp(-energy)`` (``energy`` maps one
+    point to a scalar), inside the compiled training step; ``info`` is a dict
+    of scalar diagnostics, at least ``accept_prob``, recorded in the history.
+
+    Example:
+        >>> isinstance(PCD(), NegativeSampler)
+        True
+    """
+
+    def init_sampler(self, rng_key, data, batch_size): ...
+
+    def sample(self, rng_key, energy, batch, state): ...
 
 
 def langevin_chains(rng_key, energy, init, num_steps, step_size, adjusted=False):
@@ -468,10 +498,12 @@ class EBM(training.Learner):
     def __init__(self, energy_net, optimizer, method=None, energy_regularization=0.0):
         super().__init__(energy_net, optimizer)
         self.method = TemperedPCD() if method is None else method
-        if not (
-            hasattr(self.method, "init_sampler") and hasattr(self.method, "sample")
-        ):
-            raise ValueError("`method` must be CD(...), PCD(...) or ShortRun(...).")
+        if not isinstance(self.method, NegativeSampler):
+            raise ValueError(
+                "`method` must be a negative sampler, e.g. TemperedPCD(), PCD(...), "
+                "CD(...) or ShortRun(...) (anything with `init_sampler` and "
+                f"`sample`: see NegativeSampler), got {type(self.method).__name__}."
+            )
         validation.non_negative("energy_regularization", energy_regularization)
         self.energy_regularization = energy_regularization
 

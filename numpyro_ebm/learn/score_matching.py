@@ -240,7 +240,7 @@ class DenoisingScoreMatching:
     With ``sigmas`` (decreasing) the network must be noise-conditional,
     ``net(x, sigma)``, and the objective is NCSN's
     :func:`annealed_denoising_score_matching_loss`; sample the result with
-    :func:`~numpyro_ebm.annealed_langevin` over the same ``sigmas``.
+    :func:`~numpyro_ebm.noise_annealed_langevin` over the same ``sigmas``.
 
     Example:
         >>> DenoisingScoreMatching(sigma=0.1).conditional
