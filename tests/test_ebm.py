@@ -314,3 +314,22 @@ def test_bad_input(eight):
         ne.EBM((lambda p, x: score_net(x, 1.0), None), optax.adam(1e-3)).run(
             jax.random.key(0), 5, data[:100], batch_size=16
         )
+
+
+def test_ebm_trains_on_data_of_any_event_shape():
+    images = jax.random.normal(jax.random.key(0), (256, 2, 2))
+    net = ne.nn.EnergyMLP(4, (8,), rngs=nnx.Rngs(0))
+    apply, params, _ = ne.learn.training.split_network(net)
+    on_images = lambda p, x: apply(p, x.reshape(x.shape[0], -1))
+    results = [
+        ne.EBM(
+            (fn, params),
+            optax.adam(1e-2),
+            method=ne.PCD(num_steps=3, step_size=0.05, buffer_size=64),
+        ).run(jax.random.key(1), 20, data, batch_size=16, progress_bar=False)
+        for fn, data in ((on_images, images), (apply, images.reshape(256, 4)))
+    ]
+    np.testing.assert_allclose(
+        results[0].history["loss"], results[1].history["loss"], rtol=1e-5, atol=1e-6
+    )
+    assert results[0].state.sampler_state["buffer"].shape == (64, 2, 2)

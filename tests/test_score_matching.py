@@ -227,3 +227,30 @@ def test_divergent_score_matching_stops_and_names_the_step():
         FloatingPointError, match=r"score matching diverged at step \d+: the loss"
     ):
         sm.run(jax.random.key(1), 300, data, batch_size=64, progress_bar=False)
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        ne.ExactScoreMatching(),
+        ne.SlicedScoreMatching(),
+        ne.DenoisingScoreMatching(sigma=0.3),
+    ],
+    ids=["exact", "sliced", "denoising"],
+)
+def test_data_of_any_event_shape(objective):
+    # 2 x 2 "images" and the same points as vectors give the same training
+    images = jax.random.normal(jax.random.key(0), (128, 2, 2))
+    vectors = images.reshape(128, 4)
+    net = ne.nn.EnergyMLP(4, (8,), rngs=nnx.Rngs(0))
+    apply, params, _ = ne.learn.training.split_network(net)
+    on_images = lambda p, x: apply(p, x.reshape(x.shape[0], -1))
+    results = [
+        ne.ScoreMatching((fn, params), optax.adam(1e-2), objective).run(
+            jax.random.key(1), 20, data, batch_size=16, progress_bar=False
+        )
+        for fn, data in ((on_images, images), (apply, vectors))
+    ]
+    np.testing.assert_allclose(
+        results[0].history["loss"], results[1].history["loss"], rtol=1e-5, atol=1e-6
+    )

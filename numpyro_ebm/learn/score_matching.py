@@ -1,9 +1,10 @@
 """Score matching: objectives as pure functions, and a trainer.
 
-All objectives take a *batched* score function ``score_fn(x) -> (n, d)`` for
-``x`` of shape ``(n, d)`` whose output row ``i`` depends on row ``i`` only (true
-of any network applied row-wise), and return a scalar to minimise. Energies
-become scores with :func:`score_from_energy`.
+All objectives take a *batched* score function ``score_fn(x)`` for ``x`` of
+shape ``(n, *event_shape)`` (vectors, images, ...) returning scores of the same
+shape, whose output row ``i`` depends on row ``i`` only (true of any network
+applied row-wise), and return a scalar to minimise. Energies become scores
+with :func:`score_from_energy`.
 """
 
 from typing import NamedTuple
@@ -28,6 +29,11 @@ __all__ = [
     "DenoisingScoreMatching",
     "ScoreMatching",
 ]
+
+
+def _row_sum(x):
+    """Sum over every axis but the first (the data points)."""
+    return jnp.sum(x.reshape(x.shape[0], -1), -1)
 
 
 def score_from_energy(energy_fn):
@@ -66,8 +72,9 @@ def exact_score_matching_loss(score_fn, x):
     """
 
     def one(xi):
-        f = lambda y: score_fn(y[None])[0]
-        s, jac = f(xi), jax.jacfwd(f)(xi)
+        f = lambda y: score_fn(y.reshape((1, *xi.shape)))[0].reshape(-1)
+        flat = xi.reshape(-1)
+        s, jac = f(flat), jax.jacfwd(f)(flat)
         return jnp.trace(jac) + 0.5 * jnp.sum(s**2)
 
     return jnp.mean(jax.vmap(one)(x))
@@ -110,8 +117,8 @@ def sliced_score_matching_loss(
 
     def one(v):
         s, jv = jax.jvp(score_fn, (x,), (v,))
-        second = jnp.sum(s**2, -1) if variance_reduced else jnp.sum(v * s, -1) ** 2
-        return jnp.sum(v * jv, -1) + 0.5 * second
+        second = _row_sum(s**2) if variance_reduced else _row_sum(v * s) ** 2
+        return _row_sum(v * jv) + 0.5 * second
 
     return jnp.mean(jax.vmap(one)(v))
 
@@ -135,7 +142,7 @@ def denoising_score_matching_loss(rng_key, score_fn, x, sigma):
     """
     eps = random.normal(rng_key, x.shape, x.dtype)
     noisy = x + sigma * eps
-    return 0.5 * jnp.mean(jnp.sum((score_fn(noisy) + eps / sigma) ** 2, -1))
+    return 0.5 * jnp.mean(_row_sum((score_fn(noisy) + eps / sigma) ** 2))
 
 
 def annealed_denoising_score_matching_loss(rng_key, score_fn, x, sigmas):
@@ -163,10 +170,9 @@ def annealed_denoising_score_matching_loss(rng_key, score_fn, x, sigmas):
         random.randint(key_level, x.shape[:1], 0, len(sigmas))
     ]
     eps = random.normal(key_noise, x.shape, x.dtype)
-    noisy = x + sigma[:, None] * eps
-    return 0.5 * jnp.mean(
-        jnp.sum((sigma[:, None] * score_fn(noisy, sigma) + eps) ** 2, -1)
-    )
+    per_row = sigma.reshape((-1,) + (1,) * (x.ndim - 1))
+    noisy = x + per_row * eps
+    return 0.5 * jnp.mean(_row_sum((per_row * score_fn(noisy, sigma) + eps) ** 2))
 
 
 # --------------------------------------------------------------- objectives

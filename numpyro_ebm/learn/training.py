@@ -104,15 +104,19 @@ def split_network(net):
     )
 
 
-def check_data(data, batch_size, event_ndim=1):
-    """Validate training data and the batch size; returns ``data`` as an array."""
+def check_data(data, batch_size):
+    """Validate training data and the batch size; returns ``data`` as an array.
+
+    ``data`` has one row per data point, of any shape (vectors, images, ...).
+    """
     data = jnp.asarray(data)
     if data.ndim >= 1 and data.shape[0] == 0:
         raise ValueError(f"`data` is empty (shape {data.shape}): it needs rows.")
-    if data.ndim != 1 + event_ndim:
+    if data.ndim < 2:
         raise ValueError(
-            f"`data` must have shape (num_data, ...) with {event_ndim} event "
-            f"dimension(s), got shape {data.shape}."
+            "`data` must have shape (num_data, *event_shape), one row per data "
+            f"point (a vector, an image, ...), got shape {data.shape}; for scalar "
+            "data use data[:, None]."
         )
     if not jnp.issubdtype(data.dtype, jnp.floating):
         data = data.astype(jnp.result_type(float))
