@@ -13,12 +13,10 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from numpyro_ebm.diagnostics import (
+from numpyro_ebm.diagnostics import grid_log_likelihood, kernel_stein_discrepancy, mmd
+from numpyro_ebm.diagnostics.sample_quality import (
     _imq_stein_row,
     _median_pairwise_distance,
-    grid_log_likelihood,
-    kernel_stein_discrepancy,
-    mmd,
 )
 
 REPLICATES = 50

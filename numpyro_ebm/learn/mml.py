@@ -39,6 +39,7 @@ from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
+from numpyro_ebm.distributions import EnergyDistribution
 from numpyro_ebm.learn import training
 from numpyro_ebm.learn.checkpoints import array_digest, optimizer_digest
 
@@ -140,8 +141,6 @@ class MMLRunResult(NamedTuple):
 
 def _without_contrastive(fn):
     """``fn`` with any contrastive EnergyDistribution inside made plain."""
-    from numpyro_ebm.distributions import EnergyDistribution
-
     if isinstance(fn, EnergyDistribution) and fn.contrastive:
         fn = copy.copy(fn)
         fn.contrastive = False

@@ -1,0 +1,19 @@
+"""Diagnostics: sample quality without a ground truth, and likelihoods.
+
+:mod:`~numpyro_ebm.diagnostics.sample_quality` scores samples (kernel Stein
+discrepancy, MMD); :mod:`~numpyro_ebm.diagnostics.likelihood` estimates
+log-likelihoods (on a grid, by importance sampling).
+"""
+
+from numpyro_ebm.diagnostics.likelihood import (
+    grid_log_likelihood,
+    importance_log_likelihood,
+)
+from numpyro_ebm.diagnostics.sample_quality import kernel_stein_discrepancy, mmd
+
+__all__ = [
+    "kernel_stein_discrepancy",
+    "mmd",
+    "grid_log_likelihood",
+    "importance_log_likelihood",
+]
