@@ -14,7 +14,6 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 ``run``.
 """
 
-import copy
 import re
 import warnings
 from typing import NamedTuple
@@ -26,12 +25,7 @@ import jax.numpy as jnp
 import optax
 from jax import random
 from jax.flatten_util import ravel_pytree
-from numpyro.distributions import biject_to
-from numpyro.distributions.constraints import real
-from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.util import log_density
-from numpyro.primitives import Messenger
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.chains import run_chains
@@ -39,7 +33,7 @@ from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
-from numpyro_ebm.distributions import EnergyDistribution
+from numpyro_ebm.learn import model_density as density
 from numpyro_ebm.learn import training
 from numpyro_ebm.learn.checkpoints import array_digest, optimizer_digest
 
@@ -139,116 +133,6 @@ class MMLRunResult(NamedTuple):
             )
 
 
-def _without_contrastive(fn):
-    """``fn`` with any contrastive EnergyDistribution inside made plain."""
-    if isinstance(fn, EnergyDistribution) and fn.contrastive:
-        fn = copy.copy(fn)
-        fn.contrastive = False
-    elif hasattr(fn, "base_dist") and not isinstance(fn, EnergyDistribution):
-        inner = _without_contrastive(fn.base_dist)
-        if inner is not fn.base_dist:
-            fn = copy.copy(fn)
-            fn.base_dist = inner
-    return fn
-
-
-class _no_contrastive(Messenger):
-    """Drop the contrastive terms of energy priors (value 0; their gradient is
-    in the energy's parameters, or in latents the energy depends on). The
-    Metropolis-adjusted moves use it: their acceptance needs values only, and
-    skipping the terms saves the prior chains that estimate them."""
-
-    def process_message(self, msg):
-        if msg["type"] == "sample" and msg.get("fn") is not None:
-            msg["fn"] = _without_contrastive(msg["fn"])
-
-
-class _Model(NamedTuple):
-    param_transforms: dict
-    latent_transforms: dict
-    init_params: dict  # unconstrained
-    init_latents: dict  # unconstrained, full size along subsampled plates
-    plates: dict  # subsampled plate name -> (size, subsample_size)
-    local_axes: dict  # latent site -> (plate name, axis of the plate in the value)
-
-
-def _subsampled_plates(tr):
-    return {
-        name: site["args"]
-        for name, site in tr.items()
-        if site["type"] == "plate"
-        and site["args"][1] is not None
-        and site["args"][1] < site["args"][0]
-    }
-
-
-def _trace_for_init(model, rng_key, args, kwargs, init_strategy, full_plates):
-    """A trace at the initial values; subsampled plates taken whole if asked."""
-
-    def substitute_fn(site):
-        if site["type"] == "plate":
-            return full_plates.get(site["name"])
-        return init_strategy(site)
-
-    init_model = substitute(seed(model, rng_key), substitute_fn=substitute_fn)
-    with warnings.catch_warnings():  # "subsample_size does not match": intended
-        warnings.filterwarnings("ignore", message="subsample_size does not match")
-        return trace(init_model).get_trace(*args, **kwargs)
-
-
-def _inspect_model(model, rng_key, args, kwargs, init_strategy):
-    tr = _trace_for_init(model, rng_key, args, kwargs, init_strategy, {})
-    plates = _subsampled_plates(tr)
-    local_axes = {}
-    for name, site in tr.items():
-        if site["type"] != "sample" or site["is_observed"]:
-            continue
-        frames = [f for f in site["cond_indep_stack"] if f.name in plates]
-        if len(frames) > 1:
-            raise ValueError(
-                f"Sample site '{name}' lies in more than one subsampled plate "
-                f"({[f.name for f in frames]}); subsample at most one of them."
-            )
-        if frames:
-            local_axes[name] = (
-                frames[0].name,
-                len(site["fn"].batch_shape) + frames[0].dim,
-            )
-    if local_axes:  # keep one particle per data point: initialise them all
-        full = {name: jnp.arange(size) for name, (size, _) in plates.items()}
-        tr = _trace_for_init(model, rng_key, args, kwargs, init_strategy, full)
-    param_transforms, latent_transforms, params, latents = {}, {}, {}, {}
-    for name, site in tr.items():
-        if site["type"] == "param":
-            constraint = site["kwargs"].get("constraint", real)
-            param_transforms[name] = biject_to(constraint)
-            params[name] = jax.tree.map(  # network parameters are pytrees
-                lambda v, t=param_transforms[name]: t.inv(jnp.asarray(v)),
-                site["value"],
-            )
-        elif site["type"] == "sample" and not site["is_observed"]:
-            if site["fn"].support.is_discrete:
-                raise ValueError(
-                    f"Sample site '{name}' is discrete; Langevin-based estimators "
-                    "need continuous latent sites."
-                )
-            latent_transforms[name] = biject_to(site["fn"].support)
-            latents[name] = latent_transforms[name].inv(site["value"])
-    if not param_transforms:
-        raise ValueError(
-            "the model has no numpyro.param site: there is nothing to estimate "
-            "(use numpyro.infer.MCMC for a model with only latent sites)."
-        )
-    if not latent_transforms:
-        raise ValueError(
-            "the model has no latent numpyro.sample site: maximise its likelihood "
-            "directly (e.g. numpyro.infer.SVI with an empty guide)."
-        )
-    return _Model(
-        param_transforms, latent_transforms, params, latents, plates, local_axes
-    )
-
-
 #: the latents' first step size when it is tuned
 _INITIAL_STEP_SIZE = 0.01
 #: gain of the Robbins–Monro tuning of log(step size) on the acceptance rate
@@ -309,89 +193,34 @@ class _Estimator:
         )
 
     # ------------------------------------------------------------ densities
-    def _constrain(self, transforms, values):
-        return {k: jax.tree.map(transforms[k], v) for k, v in values.items()}
-
-    def _plate_scale(self, name, batch):
-        """``size / subsample_size`` of a local latent's subsampled plate."""
-        plate, _ = self._spec.local_axes.get(name, (None, None))
-        if plate is None:
-            return 1.0
-        return self._spec.plates[plate][0] / batch[plate].shape[0]
-
+    # ------------------------------------------------------ the model density
+    # (functions of the model's spec, in numpyro_ebm.learn.model_density)
     def _log_joint(
         self, params_u, latents_u, args, kwargs, rng_key, batch, contrastive=True
     ):
-        """log p_theta(x, z) in unconstrained coordinates (with the Jacobian of z).
-
-        ``batch`` maps each subsampled plate to its indices; local latents are
-        given for those indices only, and NumPyro scales their terms by
-        ``size / subsample_size``. ``contrastive=False`` drops the contrastive
-        terms of energy priors, which only the parameter gradient needs.
-        """
-        spec = self._spec
-        params = self._constrain(spec.param_transforms, params_u)
-        latents = self._constrain(spec.latent_transforms, latents_u)
-        # seeded: models may draw randomness (contrastive priors, ...)
-        with warnings.catch_warnings():  # whole plates at init: intended
-            warnings.filterwarnings("ignore", message="subsample_size does not match")
-            model = seed(self.model, rng_key)
-            model = model if contrastive else _no_contrastive(model)
-            lp, _ = log_density(model, args, kwargs, {**params, **latents, **batch})
-        for name, value in latents_u.items():
-            t = spec.latent_transforms[name]
-            jacobian = jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
-            lp = lp + self._plate_scale(name, batch) * jacobian
-        return lp
+        return density.log_joint(
+            self._spec, params_u, latents_u, args, kwargs, rng_key, batch, contrastive
+        )
 
     def _gradients(self, params_u, particles, args, kwargs, rng_key, batch):
-        """Per-particle log joints, the particle-averaged parameter gradient and
-        the per-particle latent gradients.
-
-        Under a subsampled plate the parameter gradient is NumPyro's unbiased
-        ``size / subsample_size``-scaled one; a local latent's gradient is
-        divided by that scale, which leaves its exact conditional gradient
-        (its own prior and likelihood terms, unscaled).
-        """
-        per_particle = jax.vmap(
-            jax.value_and_grad(self._log_joint, argnums=(0, 1)),
-            in_axes=(None, 0, None, None, None, None),
+        return density.gradients(
+            self._spec, params_u, particles, args, kwargs, rng_key, batch
         )
-        lp, (grad_params, grad_latents) = per_particle(
-            params_u, particles, args, kwargs, rng_key, batch
-        )
-        grad_latents = {
-            k: g / self._plate_scale(k, batch) for k, g in grad_latents.items()
-        }
-        return lp, jax.tree.map(lambda g: g.mean(0), grad_params), grad_latents
 
-    # ------------------------------------------------------------ mini-batches
+    def _constrain(self, transforms, values):
+        return density.constrain(transforms, values)
+
     def _draw_batch(self, key):
-        """Indices for each subsampled plate (without replacement)."""
-        plates = self._spec.plates
-        keys = random.split(key, max(len(plates), 1))
-        return {
-            name: random.choice(k, size, (sub,), replace=False)
-            for k, (name, (size, sub)) in zip(keys, plates.items(), strict=False)
-        }
+        return density.draw_batch(self._spec, key)
 
     def _full_batch(self):
-        return {name: jnp.arange(size) for name, (size, _) in self._spec.plates.items()}
+        return density.full_batch(self._spec)
 
     def _gather(self, particles, batch):
-        """The particles' local latents at the batch's indices."""
-        out = dict(particles)
-        for name, (plate, axis) in self._spec.local_axes.items():
-            out[name] = jnp.take(particles[name], batch[plate], axis=axis + 1)
-        return out
+        return density.gather(self._spec, particles, batch)
 
     def _scatter(self, particles, moved, batch):
-        """Write the moved batch back into the full particles."""
-        out = dict(moved)
-        for name, (plate, axis) in self._spec.local_axes.items():
-            index = (slice(None),) * (axis + 1) + (batch[plate],)
-            out[name] = particles[name].at[index].set(moved[name])
-        return out
+        return density.scatter(self._spec, particles, moved, batch)
 
     def _langevin_particles(self, key, particles, grad_latents, step_size):
         """The shared Langevin move on each particle (ascent on log p)."""
@@ -512,7 +341,7 @@ class _Estimator:
             spec, state, _ = self._initial(rng_key, args, kwargs)
             self._spec = spec
             return state
-        dynamic, static = _split_arguments(args, kwargs)
+        dynamic, static = density.split_arguments(args, kwargs)
         try:
             hash(static)
         except TypeError:  # unhashable arguments: trace them in place
@@ -525,15 +354,17 @@ class _Estimator:
 
             @jax.jit
             def initial(rng_key, dynamic):
-                args, kwargs = _merge_arguments(dynamic, static)
+                args, kwargs = density.merge_arguments(dynamic, static)
                 spec, state, lp = self._initial(rng_key, args, kwargs)
-                specs[_shape_key(dynamic)] = spec  # the static part, at trace time
+                specs[density.shape_key(dynamic)] = (
+                    spec  # the static part, at trace time
+                )
                 return state, lp
 
             self._init_fns[static] = (initial, specs)
         initial, specs = self._init_fns[static]
         state, lp = initial(rng_key, dynamic)
-        self._spec = specs[_shape_key(dynamic)]
+        self._spec = specs[density.shape_key(dynamic)]
         self._check_initial(state, lp, args, kwargs)
         return state
 
@@ -541,12 +372,14 @@ class _Estimator:
         """``(spec, state, log_joints)``, pure: the model's structure (without
         its values), the initial state and the particles' log joints."""
         key_model, key_particles, key_state = random.split(rng_key, 3)
-        spec = _inspect_model(self.model, key_model, args, kwargs, self.init_strategy)
+        spec = density.inspect_model(
+            self.model, key_model, args, kwargs, self.init_strategy
+        )
         self._spec = spec
         keys = random.split(key_particles, self.num_particles)
         particles = jax.vmap(
             lambda k: (
-                _inspect_model(
+                density.inspect_model(
                     self.model, k, args, kwargs, self.init_strategy
                 ).init_latents
             )
@@ -574,30 +407,13 @@ class _Estimator:
     def _check_initial(self, state, lp, args, kwargs):
         if not bool(jnp.all(jnp.isfinite(lp))):
             key = jax.random.wrap_key_data(state.rng_key)
-            bad = self._bad_sites(state.params, state.particles, args, kwargs, key)
+            bad = density.bad_sites(
+                self._spec, state.params, state.particles, args, kwargs, key
+            )
             raise ValueError(
                 "the joint log density is not finite at the initial parameters and "
                 f"particles: {bad}"
             )
-
-    def _bad_sites(self, params_u, particles, args, kwargs, rng_key):
-        first = jax.tree.map(lambda x: x[0], particles)
-        params = self._constrain(self._spec.param_transforms, params_u)
-        latents = self._constrain(self._spec.latent_transforms, first)
-        data = {**params, **latents, **self._full_batch()}
-        model = substitute(seed(self.model, rng_key), data=data)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="subsample_size does not match")
-            tr = trace(model).get_trace(*args, **kwargs)
-        with warnings.catch_warnings():  # out-of-support values are what we look for
-            warnings.simplefilter("ignore", UserWarning)
-            bad = [
-                name
-                for name, site in tr.items()
-                if site["type"] == "sample"
-                and not bool(jnp.all(jnp.isfinite(site["fn"].log_prob(site["value"]))))
-            ]
-        return f"site(s) {bad} have non-finite log density" if bad else "see the model"
 
     def _init_opt_state(self, params):
         return ()
@@ -683,7 +499,7 @@ class _Estimator:
 
         # the model's arrays are arguments of the compiled loop; its other
         # arguments (Python numbers, strings, ...) are static, part of the key
-        dynamic, static = _split_arguments(args, kwargs)
+        dynamic, static = density.split_arguments(args, kwargs)
         key = (tuple(sorted(trace_params)), static)
         try:
             hash(key)
@@ -755,7 +571,7 @@ class _Estimator:
     def _make_step(self, trace_params, static):
         def step(state, dynamic, mesh):
             del mesh
-            args, kwargs = _merge_arguments(dynamic, static)
+            args, kwargs = density.merge_arguments(dynamic, static)
             new, lp, info = self._update(state, args, kwargs)
             params = self._constrain(
                 self._spec.param_transforms,
@@ -859,36 +675,6 @@ class _Estimator:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-
-
-class _Dynamic:
-    """Placeholder for an array argument in the static part of a call."""
-
-    def __repr__(self):
-        return "<array>"
-
-
-_DYNAMIC = _Dynamic()
-
-
-def _split_arguments(args, kwargs):
-    """``(arrays, static)``: a model call's array leaves and the rest."""
-    leaves, treedef = jax.tree.flatten((args, kwargs))
-    is_array = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
-    dynamic = [x for x, a in zip(leaves, is_array, strict=True) if a]
-    static = tuple(_DYNAMIC if a else x for x, a in zip(leaves, is_array, strict=True))
-    return dynamic, (treedef, static)
-
-
-def _shape_key(arrays):
-    return tuple((jnp.shape(x), jnp.result_type(x)) for x in arrays)
-
-
-def _merge_arguments(dynamic, static):
-    treedef, leaves = static
-    arrays = iter(dynamic)
-    values = [next(arrays) if x is _DYNAMIC else x for x in leaves]
-    return jax.tree.unflatten(treedef, values)
 
 
 def _check_step_size(step_size):
