@@ -43,7 +43,8 @@ from jax import monitoring
 from numpyro.infer.initialization import init_to_value
 
 import numpyro_ebm as ne
-from numpyro_ebm.datasets import load_breast_cancer_wisconsin
+
+from wisconsin import load_breast_cancer_wisconsin  # beside this script
 
 
 def toy_model(y):

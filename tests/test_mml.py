@@ -347,7 +347,7 @@ DATA_PATH = os.path.join(
 def test_bayesian_logistic_regression_breast_cancer_small():
     from sklearn.model_selection import train_test_split
 
-    from numpyro_ebm.datasets import load_breast_cancer_wisconsin
+    from benchmarks.wisconsin import load_breast_cancer_wisconsin
 
     X, y = load_breast_cancer_wisconsin(DATA_PATH)
     assert X.shape == (683, 9) and set(np.unique(y)) == {0.0, 1.0}
