@@ -38,7 +38,7 @@ from numpyro.infer import MCMC
 
 import numpyro_ebm as ne
 from numpyro_ebm.datasets import TOY_LAWS
-from numpyro_ebm.plots import plot_density_2d
+from numpyro_ebm.plots import bounds_around, plot_density_2d
 
 DIRECTION = jnp.array([1.0, 0.0])  # the measurement sees the first coordinate
 
@@ -100,12 +100,12 @@ def main(args):
 
     print("3. sampling the posterior")
     os.makedirs(args.out, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
     kernels = {
         "ne.MALA": ne.MALA(model),
         "ne.ULA": ne.ULA(model, step_size=args.ula_step_size, adapt_mass_matrix=True),
     }
-    for ax, (name, kernel) in zip(axes, kernels.items(), strict=True):
+    draws = {}
+    for name, kernel in kernels.items():
         mcmc = MCMC(
             kernel,
             num_warmup=args.num_warmup,
@@ -121,19 +121,39 @@ def main(args):
         print(f"\n   {name} ({elapsed:.1f} s with compilation)")
         print(az.summary(idata, var_names=["z"]).to_string())
         z = mcmc.get_samples()["z"]
+        draws[name] = z[:: max(1, len(z) // 2000)]
+
+    # the learned prior with its training data, then the posterior under each
+    # kernel, zoomed on the posterior, with the observation marked
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.3), layout="constrained")
+    plot_density_2d(
+        trained.module,
+        law.bounds,
+        data[:2000],
+        ax=axes[0],
+        title=f"learned prior exp(-E), {args.law}\n(dots: 2000 training points)",
+        samples_label="training points",
+    )
+    zoom = bounds_around(np.concatenate(list(draws.values())), margin=0.4)
+    for ax, (name, z) in zip(axes[1:], draws.items(), strict=True):
         plot_density_2d(
             lambda p: -log_posterior(p, y),
-            law.bounds,
-            z[:: max(1, len(z) // 2000)],
+            zoom,
+            z,
             ax=ax,
-            title=f"posterior, {name}",
+            title=f"posterior p(z | y = {args.y}), exact shading\n"
+            f"(dots: {len(z)} {name} draws)",
+            samples_label=f"{name} draws",
         )
-    fig.savefig(os.path.join(args.out, f"neural_prior_{args.law}.png"), dpi=100)
-    fig, ax = plt.subplots(figsize=(4, 4))
-    plot_density_2d(
-        trained.module, law.bounds, data[:2000], ax=ax, title="learned prior"
+        ax.axvline(args.y, color="k", ls="--", lw=1, label=f"observed y = {args.y}")
+        ax.legend(loc="upper right", fontsize=8, framealpha=0.8)
+    axes[0].axvline(args.y, color="k", ls="--", lw=1, label=f"observed y = {args.y}")
+    axes[0].legend(loc="upper right", fontsize=8, framealpha=0.8)
+    fig.suptitle(
+        f"A learned energy as the prior of z, observed through y = z_1 + noise "
+        f"(sd {args.noise})"
     )
-    fig.savefig(os.path.join(args.out, f"neural_prior_{args.law}_prior.png"), dpi=100)
+    fig.savefig(os.path.join(args.out, f"neural_prior_{args.law}.png"), dpi=100)
     print(f"\nfigures written to {args.out}/")
 
 
@@ -203,9 +223,8 @@ if __name__ == "__main__":
     parser.add_argument(
         "--out",
         default="examples/out",
-        help="directory the figures neural_prior_<law>.png (posteriors) and "
-        "neural_prior_<law>_prior.png (learned prior) are written to, created "
-        "if missing (default %(default)s)",
+        help="directory the figure neural_prior_<law>.png (the learned prior and "
+        "the posteriors) is written to, created if missing (default %(default)s)",
     )
     parser.add_argument(
         "--no-progress-bar",

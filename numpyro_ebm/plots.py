@@ -7,7 +7,7 @@ import numpy as np
 
 import jax.numpy as jnp
 
-__all__ = ["plot_density_2d", "plot_history", "plot_image_grid"]
+__all__ = ["plot_density_2d", "bounds_around", "plot_history", "plot_image_grid"]
 
 
 def _pyplot():
@@ -24,9 +24,24 @@ def _pyplot():
 
 
 def plot_density_2d(
-    energy_fn, bounds, samples=None, *, num_grid=200, ax=None, title=None, log=False
+    energy_fn,
+    bounds,
+    samples=None,
+    *,
+    num_grid=200,
+    ax=None,
+    title=None,
+    log=False,
+    labels=("$z_1$", "$z_2$"),
+    colorbar=True,
+    cmap="Blues",
+    samples_label="draws",
 ):
-    """Contours of the density ``exp(-E)`` on a grid, with samples on top.
+    """Filled contours of the density ``exp(-E)`` on a grid, samples on top.
+
+    Low density is light and high density dark, the samples are small dark
+    dots, the axes are labelled and a colour bar says what the shading is
+    (``exp(-E)`` relative to its maximum, or ``-E`` with ``log=True``).
 
     Args:
         energy_fn: maps points ``(n, 2)`` to energies ``(n,)``.
@@ -36,6 +51,10 @@ def plot_density_2d(
         ax: a matplotlib axis (a new figure when ``None``).
         title: axis title.
         log: show ``-E`` (the unnormalised log density) instead of ``exp(-E)``.
+        labels: the axis labels.
+        colorbar: draw a labelled colour bar.
+        cmap: the matplotlib colour map.
+        samples_label: the samples' legend label.
 
     Returns:
         The matplotlib axis.
@@ -43,8 +62,8 @@ def plot_density_2d(
     Example:
         >>> import jax.numpy as jnp
         >>> ax = plot_density_2d(lambda x: 0.5 * jnp.sum(x**2, -1), ((-3, 3), (-3, 3)))
-        >>> [float(v) for v in ax.get_xlim()]
-        [-3.0, 3.0]
+        >>> [float(v) for v in ax.get_xlim()], ax.get_xlabel()
+        ([-3.0, 3.0], '$z_1$')
     """
     plt = _pyplot()
     (xmin, xmax), (ymin, ymax) = bounds
@@ -55,17 +74,50 @@ def plot_density_2d(
     log_density = -np.asarray(energy_fn(points), np.float64).reshape(xx.shape)
     z = log_density if log else np.exp(log_density - log_density.max())
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 4))
-    ax.contourf(xx, yy, z, levels=30, cmap="viridis")
+        _, ax = plt.subplots(figsize=(4.5, 4))
+    filled = ax.contourf(xx, yy, z, levels=30, cmap=cmap)
+    if colorbar:
+        bar = ax.figure.colorbar(filled, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("$-E$ (unnormalised log density)" if log else "density / max")
     if samples is not None:
         s = np.asarray(samples)
-        ax.scatter(s[:, 0], s[:, 1], s=2, c="white", alpha=0.5, linewidths=0)
+        ax.scatter(
+            s[:, 0],
+            s[:, 1],
+            s=2,
+            c="#d62728",
+            alpha=0.25,
+            linewidths=0,
+            label=samples_label,
+        )
     ax.set_xlim(xmin, xmax)
     ax.set_ylim(ymin, ymax)
     ax.set_aspect("equal")
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
     if title:
         ax.set_title(title)
     return ax
+
+
+def bounds_around(samples, margin=0.25):
+    """``((xmin, xmax), (ymin, ymax))`` around 2-D samples, for zooming in.
+
+    A square window centred on the 0.5%..99.5% range of the coordinates, as
+    wide as the wider of the two ranges plus ``margin`` of it on each side.
+
+    Example:
+        >>> import numpy as np
+        >>> (x0, x1), _ = bounds_around(np.random.default_rng(0).normal(size=(1000, 2)))
+        >>> x0 < -2.5 < 2.5 < x1
+        True
+    """
+    s = np.asarray(samples)
+    low, high = np.percentile(s, 0.5, axis=0), np.percentile(s, 99.5, axis=0)
+    # a square window, so that equal axis scales fill the panel
+    half = (1 + 2 * margin) * np.max(high - low) / 2
+    centre = (low + high) / 2
+    return tuple((float(c - half), float(c + half)) for c in centre)
 
 
 def plot_history(history, keys=None, *, axes=None, smooth=None):
