@@ -467,3 +467,49 @@ def test_api_renames_keep_deprecated_aliases():
     # everything after model / potential_fn is keyword-only
     with pytest.raises(TypeError, match="positional"):
         ne.MALA(None, f, 0.1)
+
+
+def test_kernels_are_blocks_of_numpyro_gibbs_beside_discrete_sites():
+    # NumPyro's Gibbs composite: DiscreteGibbs for the discrete site, ne.MALA
+    # for the continuous ones (through wrap_model and refresh)
+    from numpyro.infer import DiscreteGibbs, Gibbs
+    from numpyro.infer.gibbs import discrete_latent_sites
+
+    probs = np.array([0.15, 0.3, 0.3, 0.25])
+    locs = np.array([-2.0, 0.0, 2.0, 4.0])
+
+    def model():
+        c = numpyro.sample("c", dist.Categorical(jnp.asarray(probs)))
+        x = numpyro.sample("x", dist.Normal(jnp.asarray(locs)[c], 0.5))
+        y = numpyro.sample("y", dist.Normal(0.0, 2.0))
+        numpyro.sample("obs", dist.Normal(x + y, 1.0), obs=jnp.array(1.0))
+
+    # exact posterior: given c, (x, y) is Gaussian given obs = 1; c by enumeration
+    var_obs = 0.25 + 4.0 + 1.0
+    w = probs * stats.norm(locs, np.sqrt(var_obs)).pdf(1.0)
+    w /= w.sum()
+    mean_x_c = locs + 0.25 / var_obs * (1.0 - locs)
+    mean_y_c = 4.0 / var_obs * (1.0 - locs)
+    var_x_c, var_y_c = 0.25 - 0.25**2 / var_obs, 4.0 - 16.0 / var_obs
+    mean_x, mean_y = w @ mean_x_c, w @ mean_y_c
+    sd_x = np.sqrt(w @ (var_x_c + mean_x_c**2) - mean_x**2)
+    sd_y = np.sqrt(w @ (var_y_c + mean_y_c**2) - mean_y**2)
+
+    kernel = Gibbs(
+        [(DiscreteGibbs(model), discrete_latent_sites), (ne.MALA(model), None)]
+    )
+    mcmc = MCMC(
+        kernel,
+        num_warmup=500,
+        num_samples=8000,
+        num_chains=2,
+        chain_method="sequential",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(0))
+    samples = mcmc.get_samples(group_by_chain=True)
+    # x and c switch modes together, slowly: an ESS of about 1 in 50 draws
+    assert_mean(samples["x"], mean_x, sd_x)
+    assert_mean(samples["y"], mean_y, sd_y)
+    is_two = np.asarray(samples["c"] == 2, np.float64)
+    assert_mean(is_two, w[2], np.sqrt(w[2] * (1 - w[2])))

@@ -6,6 +6,7 @@ constrained sites, ``chain_method="vectorized"``, warm-up adaptation through
 :func:`numpyro.infer.hmc_util.warmup_adapter`, diagnostics — lives here.
 """
 
+import copy
 import warnings
 from collections import namedtuple
 
@@ -84,10 +85,13 @@ def _check_model_sites(model, rng_key, init_strategy, model_args, model_kwargs):
         if site["fn"].support.is_discrete and not site["infer"].get("enumerate"):
             raise ValueError(
                 f"Sample site '{name}' is discrete; Langevin and Metropolis–Hastings "
-                "kernels of numpyro_ebm need continuous latent sites. Marginalise it "
-                "out by hand, or mark it for enumeration with "
-                "numpyro.contrib.funsor.config_enumerate (needs `funsor`), which "
-                "sums it out of the potential."
+                "kernels of numpyro_ebm need continuous latent sites. Update it by "
+                "Gibbs steps beside this kernel, "
+                "numpyro.infer.Gibbs([(DiscreteGibbs(model), discrete_latent_sites), "
+                "(kernel, None)]) with DiscreteGibbs from numpyro.infer and "
+                "discrete_latent_sites from numpyro.infer.gibbs; or mark it for "
+                "enumeration with numpyro.contrib.funsor.config_enumerate (needs "
+                "`funsor`), which sums it out of the potential."
             )
     if not latent:
         observed = [n for n, s in model_trace.items() if s["type"] == "sample"]
@@ -497,6 +501,22 @@ class LangevinKernelBase(MCMCKernel):
             state.z
         )
         return state._replace(potential_energy=pe, z_grad=grad)
+
+    def wrap_model(self, wrapper):
+        """A copy of this kernel bound to ``wrapper(model)``, with nothing
+        cached from the old model: what :class:`numpyro.infer.Gibbs` needs to
+        use the kernel as one of its blocks (e.g. beside ``DiscreteGibbs`` for
+        discrete sites). A kernel built from ``potential_fn`` has no model and
+        is returned as it is."""
+        if self._model is None:
+            return self
+        kernel = copy.copy(self)
+        kernel._model = wrapper(self._model)
+        kernel._potential_fn_gen = None
+        kernel._postprocess_fn = None
+        kernel._sample_fn = None
+        kernel._wa_update = None
+        return kernel
 
     def __getstate__(self):
         state = self.__dict__.copy()

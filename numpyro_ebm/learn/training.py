@@ -341,7 +341,7 @@ def _window(history, lower, upper):
 
 def _postfix(recent):
     parts = []
-    for name in ("loss", "log_joint", "energy_data", "energy_negative"):
+    for name in ("loss", "log_joint", "energy_data", "energy_negative", "energy_scale"):
         if name in recent:
             parts.append(f"{name}={float(np.mean(recent[name])):.4g}")
     return ", ".join(parts)
