@@ -125,3 +125,30 @@ def test_weakly_typed_initial_state_compiles_the_loop_once():
     estimator.run(jax.random.key(0), 50, y, init_state=state, progress_bar=True)
     assert loop_versions(estimator) == [1]
     assert np.isfinite(float(state.params["theta"]))
+
+
+def test_a_changed_configuration_or_data_dependent_support_is_not_served_stale():
+    # the compiled loop reads the configuration when traced: a changed
+    # hyperparameter must give a new loop
+    learner = LEARNERS["EBM-PCD"]()
+    kw = dict(batch_size=32, progress_bar=False)
+    plain = learner.run(jax.random.key(0), 20, _moons(0), **kw)
+    learner.energy_regularization = 1.0
+    regularised = learner.run(jax.random.key(0), 20, _moons(0), **kw)
+    assert not np.allclose(plain.history["loss"], regularised.history["loss"])
+
+    # a support that depends on the data: a second run on other data must use
+    # the new support (the first run's bound would be a stale constant)
+    def model(y):
+        z = numpyro.sample(
+            "z", dist.Uniform(0.0, y.max()).expand([y.shape[0]]).to_event(1)
+        )
+        scale = numpyro.param("scale", 1.0, constraint=dist.constraints.positive)
+        numpyro.sample("y", dist.Normal(z, scale).to_event(1), obs=y)
+
+    estimator = ne.PGD(model, step_size=0.01, num_particles=4)
+    y = jnp.linspace(0.1, 2.0, 10)
+    estimator.run(jax.random.key(0), 50, y, progress_bar=False)
+    wide = estimator.run(jax.random.key(0), 50, 3.0 * y, progress_bar=False)
+    z = np.asarray(wide.particles["z"])
+    assert z.max() > 2.0 and z.max() < 6.0

@@ -356,15 +356,19 @@ class _Estimator:
             def initial(rng_key, dynamic):
                 args, kwargs = density.merge_arguments(dynamic, static)
                 spec, state, lp = self._initial(rng_key, args, kwargs)
-                specs[density.shape_key(dynamic)] = (
-                    spec  # the static part, at trace time
-                )
+                # the static part, at trace time; None when a support depends
+                # on the model's arrays (its transforms hold tracers here)
+                traced = density.transforms_depend_on(spec, jax.core.Tracer)
+                specs[density.shape_key(dynamic)] = None if traced else spec
                 return state, lp
 
             self._init_fns[static] = (initial, specs)
         initial, specs = self._init_fns[static]
         state, lp = initial(rng_key, dynamic)
-        self._spec = specs[density.shape_key(dynamic)]
+        spec = specs[density.shape_key(dynamic)]
+        if spec is None:  # data-dependent supports: built here, with the values
+            spec, state, lp = self._initial(rng_key, args, kwargs)
+        self._spec = spec
         self._check_initial(state, lp, args, kwargs)
         return state
 
@@ -500,10 +504,15 @@ class _Estimator:
         # the model's arrays are arguments of the compiled loop; its other
         # arguments (Python numbers, strings, ...) are static, part of the key
         dynamic, static = density.split_arguments(args, kwargs)
-        key = (tuple(sorted(trace_params)), static)
+        # the configuration is part of the key: the step reads it when traced
+        key = (tuple(sorted(trace_params)), static, self._describe())
         try:
             hash(key)
         except TypeError:  # an unhashable static argument: compile this run alone
+            key = None
+        if density.transforms_depend_on(self._spec, jax.Array | np.ndarray):
+            # supports that depend on the data are constants of the compiled
+            # step: compile it for this run alone
             key = None
         step = self._steps.get(key) if key is not None else None
         if step is None:

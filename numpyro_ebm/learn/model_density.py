@@ -29,6 +29,7 @@ from numpyro_ebm.distributions import EnergyDistribution
 __all__ = [
     "ModelSpec",
     "inspect_model",
+    "transforms_depend_on",
     "constrain",
     "plate_scale",
     "log_joint",
@@ -161,6 +162,13 @@ def inspect_model(model, rng_key, args, kwargs, init_strategy):
     )
 
 
+def transforms_depend_on(spec, kind) -> bool:
+    """Whether a support's transform holds a value of type ``kind`` (e.g. a
+    tracer of the model's arrays: the support depends on the data)."""
+    leaves = jax.tree.leaves((spec.param_transforms, spec.latent_transforms))
+    return any(isinstance(leaf, kind) for leaf in leaves)
+
+
 def constrain(transforms, values):
     """Map unconstrained values to their supports, site by site."""
     return {k: jax.tree.map(transforms[k], v) for k, v in values.items()}
@@ -288,7 +296,9 @@ def split_arguments(args, kwargs):
     is_array = [isinstance(x, jax.Array | np.ndarray) for x in leaves]
     dynamic = [x for x, a in zip(leaves, is_array, strict=True) if a]
     static = tuple(_DYNAMIC if a else x for x, a in zip(leaves, is_array, strict=True))
-    return dynamic, (treedef, static)
+    # 1, 1.0 and True compare equal but are not the same argument
+    types = tuple(type(x).__name__ for x in static)
+    return dynamic, (treedef, static, types)
 
 
 def shape_key(arrays):
@@ -296,7 +306,7 @@ def shape_key(arrays):
 
 
 def merge_arguments(dynamic, static):
-    treedef, leaves = static
+    treedef, leaves, _ = static
     arrays = iter(dynamic)
     values = [next(arrays) if x is _DYNAMIC else x for x in leaves]
     return jax.tree.unflatten(treedef, values)

@@ -456,7 +456,9 @@ class Learner:
                 "network": [array_digest(x) for x in jax.tree.leaves(state.params)],
                 "state": structure_digest(state),
             }
-        step = self._checked_step(batch_size)
+        # the configuration is part of the key: the step reads it when traced
+        key = (batch_size, self._describe(), id(self.optimizer))
+        step = self._checked_step(key)
 
         state, history = run_loop(
             step,
@@ -470,7 +472,7 @@ class Learner:
             description=self.description,
             check=self._check_window,
             cache=self._compiled,
-            cache_key=batch_size,
+            cache_key=key,
             fingerprint=fingerprint,
             resume=resume,
         )
@@ -511,10 +513,12 @@ class Learner:
                 )
         return init_state
 
-    def _checked_step(self, batch_size):
+    def _checked_step(self, key):
         """The learner's step, flagging a non-finite loss or parameters; one
-        function per batch size, so that the compiled loop is reused."""
-        if batch_size not in self._steps:
+        function per batch size and configuration (``key``), so that the
+        compiled loop is reused."""
+        batch_size = key[0]
+        if key not in self._steps:
             base_step = self._step(batch_size)
 
             def step(state, data, mesh):
@@ -522,8 +526,8 @@ class Learner:
                 finite = jnp.isfinite(metrics["loss"]) & _all_finite(new.params)
                 return new, {**metrics, "_finite": finite}
 
-            self._steps[batch_size] = step
-        return self._steps[batch_size]
+            self._steps[key] = step
+        return self._steps[key]
 
     def _check_window(self, window, lower):
         """Stop at the first step whose loss or parameters are not finite."""
