@@ -136,10 +136,11 @@ def test_energy_drift_is_reported_and_prevented(moons):
     assert float(jnp.max(bounded.history["energy_scale"])) < 10.0
 
 
-def test_tempered_swaps_reject_non_finite_energies():
+def test_tempered_ladder_and_negatives_stay_finite_with_a_nan_region():
     # an energy that is NaN in a small region away from the data: the replica
-    # swaps must treat it as a rejection (the core accept step), so the ladder
-    # and the negatives stay finite
+    # swaps reject there (the core accept step), the ladder's swap rates leave
+    # those pairs out (it used to turn NaN within 5 iterations), and chains that
+    # start in the region are replaced, so the negatives stay finite
     def energy(x):
         bad = jnp.sum((x - jnp.array([2.5, 0.0])) ** 2) < 0.5**2
         return jnp.where(bad, jnp.nan, 0.5 * jnp.sum(x**2))
@@ -333,3 +334,31 @@ def test_ebm_trains_on_data_of_any_event_shape():
         results[0].history["loss"], results[1].history["loss"], rtol=1e-5, atol=1e-6
     )
     assert results[0].state.sampler_state["buffer"].shape == (64, 2, 2)
+
+
+def test_tempered_chains_sample_the_energy_at_fixed_parameters():
+    # at a fixed energy the beta = 1 chains must be draws of exp(-E): on a
+    # 0.7 / 0.3 mixture of two modes 12 sd apart, their fraction in the right
+    # mode is 0.3 (plain persistent chains keep whatever split they started in)
+    from tests.stats import assert_mean
+
+    weights, centres, sd = jnp.array([0.7, 0.3]), jnp.array([-3.0, 3.0]), 0.5
+
+    def energy(x):
+        log_p = jax.scipy.stats.norm.logpdf(x[0], centres, sd) + jnp.log(weights)
+        return -jax.scipy.special.logsumexp(log_p)
+
+    key = jax.random.key(0)
+    mode = jax.random.bernoulli(key, 0.3, (512,))
+    data = (jnp.where(mode, 3.0, -3.0) + sd * jax.random.normal(key, (512,)))[:, None]
+    method = ne.TemperedPCD(num_steps=5, step_size=0.05)
+    state = method.init_sampler(jax.random.key(1), data, 64)
+
+    @jax.jit
+    def iterate(state, key):
+        negatives, state, _ = method.sample(key, energy, data[:64], state)
+        return state, negatives[:, 0] > 0
+
+    _, right = jax.lax.scan(iterate, state, jax.random.split(jax.random.key(2), 600))
+    draws = np.asarray(right[100:], np.float64).T  # (chains, iterations)
+    assert_mean(draws, 0.3, np.sqrt(0.3 * 0.7), min_ess=200)

@@ -40,7 +40,8 @@ class PooledInfo(NamedTuple):
             standard errors (the rule asks for less than 3).
         start_correlation: root mean square over coordinates of the
             correlation, across chains, between each chain's start and its
-            final position (the rule asks for ``corr^2 < 0.01 + 3 / chains``).
+            final position (the rule asks for its square to be below 0.01
+            plus the 99.9% quantile of its noise).
         converged: whether the stopping rule was met.
         assessed: whether there were enough chains (8) to apply the rule;
             with fewer, ``num_steps=None`` runs two rounds and ``converged``
@@ -68,7 +69,7 @@ def pooled_langevin(
     potential_fn,
     init,
     *,
-    num_warmup=200,
+    num_warmup=None,
     num_steps=None,
     step_size=None,
     adjusted=True,
@@ -91,8 +92,9 @@ def pooled_langevin(
     value one round earlier within 3 standard errors (the sd of the energies
     across chains over ``sqrt(num_chains)``) and (b) the chains have
     forgotten where they started: across chains, each coordinate's
-    correlation between start and current position is about 0.1 at most
-    (mean square below ``0.01 + 3 / num_chains``). Chains drifting towards
+    correlation between start and current position is about 0.1 at most (its
+    mean square over the ``d`` coordinates below ``0.01`` plus the 99.9%
+    quantile of ``chi2_d / (d num_chains)``, its law for independent draws). Chains drifting towards
     the typical set fail (a); chains that hardly move (a step too small)
     fail (b). With ``num_steps`` given the chains run exactly that long and
     the same rule is checked between the half-way point and the end. The rule
@@ -139,6 +141,7 @@ def pooled_langevin(
     if num_steps is not None:
         num_steps = validation.positive_integer("num_steps", num_steps)
     key_warmup, key_sample = random.split(rng_key)
+    num_coordinates = max(1, int(np.prod(jnp.shape(init)[1:])))
     states = jax.vmap(lambda x: langevin_init(x, potential_fn))(init)
     dtype = jnp.result_type(states.potential_energy)
 
@@ -182,7 +185,10 @@ def pooled_langevin(
         def cond(carry):
             _, states, rounds, _, shift, _ = carry
             settled = _settled(
-                shift, _start_correlation(init, states.position), num_chains
+                shift,
+                _start_correlation(init, states.position),
+                num_chains,
+                num_coordinates,
             )
             return (rounds < 2) | (~settled & (rounds < limit))
 
@@ -213,7 +219,9 @@ def pooled_langevin(
     num_chains = states.potential_energy.shape[0]
     correlation = _start_correlation(init, states.position)
     assessed = num_chains >= MIN_CHAINS_FOR_CHECK
-    converged = jnp.asarray(assessed) & _settled(shift, correlation, num_chains)
+    converged = jnp.asarray(assessed) & _settled(
+        shift, correlation, num_chains, num_coordinates
+    )
     info = PooledInfo(
         accept, step, taken, shift, correlation, converged, jnp.asarray(assessed)
     )
@@ -232,10 +240,20 @@ def _start_correlation(start, position):
     return jnp.sqrt(jnp.mean(corr**2))
 
 
-def _settled(shift, correlation, num_chains):
+def _correlation_bound(num_chains, num_coordinates):
+    """Bound on the mean square start correlation: 0.01 (|corr| about 0.1)
+    plus the 99.9% quantile of its sampling noise for independent draws,
+    chi2_d / (d n) (Wilson–Hilferty)."""
+    d = num_coordinates
+    z = 3.09  # the 99.9% normal quantile
+    chi2 = d * (1 - 2 / (9 * d) + z * (2 / (9 * d)) ** 0.5) ** 3
+    return 0.01 + chi2 / (d * num_chains)
+
+
+def _settled(shift, correlation, num_chains, num_coordinates):
     # the energy has stopped moving and the chains have forgotten their starts
-    # (|corr| about 0.1 at most, beyond the noise of num_chains draws)
-    return (shift < 3.0) & (correlation**2 < 0.01 + 3.0 / num_chains)
+    bound = _correlation_bound(num_chains, num_coordinates)
+    return (shift < 3.0) & (correlation**2 < bound)
 
 
 def _shift(previous, current):

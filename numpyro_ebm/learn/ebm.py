@@ -408,13 +408,26 @@ class TemperedPCD(NamedTuple):
         mask = lambda m: m.reshape(m.shape + (1,) * len(event))
         chains = jnp.where(mask(take_up), up, jnp.where(mask(take_down), down, chains))
         # a chain whose energy is not finite (outside the model's support, e.g.
-        # started there from q0) can neither move nor swap: restart it from q0.
-        # Such chains never swap, so `diff` still marks them after the swaps.
+        # started there from q0) can neither move nor swap. Such chains never
+        # swap, so `diff` still marks them after the swaps. Above beta = 1 they
+        # restart from q0; at beta = 1, whose chains are the negatives, they take
+        # the chain of the next level (inside the support, from a nearby
+        # tempered law) rather than a raw q0 draw.
         stuck = ~jnp.isfinite(diff)
         restart = self._q0_sample(key_restart, state, (num_levels, n))
-        chains = jnp.where(mask(stuck), restart.reshape(chains.shape), chains)
+        chains = jnp.where(
+            mask(stuck.at[0].set(False)), restart.reshape(chains.shape), chains
+        )
+        chains = chains.at[0].set(jnp.where(mask(stuck[0]), chains[1], chains[0]))
 
-        swap_prob = jnp.mean(decision.accept_prob, 1)  # per pair
+        # swap rates over the pairs where both energies are finite: a chain
+        # outside the support says nothing about the spacing of the ladder
+        count = jnp.sum(finite, 1)
+        swap_prob = jnp.where(
+            count > 0,
+            jnp.sum(decision.accept_prob, 1) / jnp.maximum(count, 1),
+            1.0 - state["rejection"],
+        )
         rejection = state["rejection"]
         if self.adapt_ladder:
             rejection = 0.95 * rejection + 0.05 * (1.0 - swap_prob)

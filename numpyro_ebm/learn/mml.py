@@ -647,7 +647,10 @@ class _Estimator:
                 + 5 * np.sqrt(dim / 2)
                 + 0.01 * abs(peak)
             )
-            if peak - end > margin:
+            # and a collapse, not a shift: the log joint at least doubles in
+            # magnitude (the mean log joint is log p(x) minus the latents'
+            # entropy, which may fall legitimately as the parameters move)
+            if peak - end > max(margin, abs(peak)):
                 warnings.warn(
                     f"{name}: the log joint fell from {peak:.6g} (its start or "
                     f"peak) to {end:.6g} (the mean of the last {width} "
