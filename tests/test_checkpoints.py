@@ -134,3 +134,31 @@ def test_mml_estimators_checkpoint_and_resume(tmp_path):
         ne.PGD(toy_model, num_particles=4).run(
             jax.random.key(0), 10, y, init_state=other, progress_bar=False
         )
+
+
+def test_a_checkpoint_of_another_model_or_network_is_refused(tmp_path):
+    ckpt = str(tmp_path / "model")
+    y = jnp.linspace(-1.0, 2.0, 20)
+
+    def narrower(y):  # toy_model with another likelihood scale
+        theta = numpyro.param("theta", 0.0)
+        x = numpyro.sample(
+            "x", dist.Normal(theta, 1.0).expand([y.shape[0]]).to_event(1)
+        )
+        numpyro.sample("y", dist.Normal(x, 0.5).to_event(1), obs=y)
+
+    ne.PGD(toy_model, num_particles=4).run(
+        jax.random.key(0), 20, y, progress_bar=False, checkpoint_dir=ckpt
+    )
+    with pytest.raises(ValueError, match="made by another run: .*model"):
+        ne.PGD(narrower, num_particles=4).run(
+            jax.random.key(0), 40, y, progress_bar=False, checkpoint_dir=ckpt
+        )
+    # a network of another activation, same parameter shapes and values
+    net_dir = str(tmp_path / "net")
+    relu = ne.nn.EnergyMLP(2, (16,), activation=nnx.relu, rngs=nnx.Rngs(0))
+    tanh = ne.nn.EnergyMLP(2, (16,), activation=nnx.tanh, rngs=nnx.Rngs(0))
+    make = lambda net: ne.ScoreMatching(net, optax.adam(1e-2))
+    _train(make(relu), 10, checkpoint_dir=net_dir)
+    with pytest.raises(ValueError, match="made by another run: .*network_code"):
+        _train(make(tanh), 20, checkpoint_dir=net_dir)

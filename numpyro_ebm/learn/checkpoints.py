@@ -3,9 +3,10 @@
 A checkpoint directory holds Orbax checkpoints of a run's state and history
 (one per ``checkpoint_every`` steps, and one at the end; all are kept) and a
 ``run.json`` recording what the run was made from: the learner or estimator
-and its configuration, the random key, the data (shape, dtype and a digest of
-their values), a digest of the optimiser's response to a probe gradient (so
-that a changed learning rate is seen) and the structure of the state. A new
+and its configuration, the model's or network's code, the random key, the
+data (shape, dtype and a digest of their values), a digest of the
+optimiser's response to a probe gradient (so that a changed learning rate is
+seen) and the structure of the state. A new
 run in the same directory resumes from the latest checkpoint only if all of
 these match; otherwise it refuses with a message that says what differs, or
 starts afresh with ``resume=False``. The number of steps may differ: a longer
@@ -16,6 +17,7 @@ checkpoint's followed by the new steps.
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -23,7 +25,13 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Checkpointer", "array_digest", "optimizer_digest", "structure_digest"]
+__all__ = [
+    "Checkpointer",
+    "array_digest",
+    "function_digest",
+    "optimizer_digest",
+    "structure_digest",
+]
 
 #: elements of an array read for its digest (evenly strided), beyond its sums
 _DIGEST_ELEMENTS = 1 << 16
@@ -80,6 +88,34 @@ def optimizer_digest(optimizer, params) -> str:
     updates, _ = optimizer.update(probe, optimizer.init(params), params)
     digests = [array_digest(u) for u in jax.tree.leaves(updates)]
     return hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
+
+
+def function_digest(fn) -> str:
+    """A digest of a Python function's code (bytecode, constants, names) and
+    of the functions it closes over, so that an edited model or network is
+    told apart from the one a checkpoint was made with."""
+    h = hashlib.sha256()
+    seen = set()
+
+    def visit(f, depth):
+        code = getattr(f, "__code__", None)
+        if code is None or id(code) in seen or depth > 3:
+            h.update(re.sub(r" at 0x[0-9a-f]+", "", repr(f)).encode())
+            return
+        seen.add(id(code))
+        h.update(code.co_code)
+        h.update(re.sub(r" at 0x[0-9a-f]+", "", repr(code.co_consts)).encode())
+        h.update(repr(code.co_names).encode())
+        for cell in getattr(f, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            if callable(value):
+                visit(value, depth + 1)
+
+    visit(fn, 0)
+    return h.hexdigest()[:16]
 
 
 class Checkpointer:

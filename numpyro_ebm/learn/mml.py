@@ -35,7 +35,11 @@ from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
 from numpyro_ebm.learn import model_density as density
 from numpyro_ebm.learn import training
-from numpyro_ebm.learn.checkpoints import array_digest, optimizer_digest
+from numpyro_ebm.learn.checkpoints import (
+    array_digest,
+    function_digest,
+    optimizer_digest,
+)
 
 __all__ = ["MMLState", "MMLRunResult", "PGD", "IPLA", "SOUL", "MCEM"]
 
@@ -524,6 +528,7 @@ class _Estimator:
         if checkpoint_dir is not None:
             fingerprint = {
                 "estimator": self._describe(),
+                "model": function_digest(self.model),
                 "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
                 "data": [array_digest(x) for x in dynamic],
                 "arguments": re.sub(r" at 0x[0-9a-f]+", "", repr(static[1])),

@@ -26,6 +26,7 @@ from numpyro_ebm.core import validation
 from numpyro_ebm.learn.checkpoints import (
     Checkpointer,
     array_digest,
+    function_digest,
     optimizer_digest,
     structure_digest,
 )
@@ -382,6 +383,13 @@ class Learner:
 
     def __init__(self, net, optimizer):
         self.apply, self.init_params, self.rebuild = split_network(net)
+        # what the network computes, for checkpoint fingerprints: its graph
+        # (modules and their settings) or, for a function, its code
+        self._network_code = (
+            re.sub(r" at 0x[0-9a-f]+", "", repr(nnx.split(net)[0]))
+            if isinstance(net, nnx.Module)
+            else function_digest(net[0])
+        )
         if not isinstance(optimizer, optax.GradientTransformation):
             raise ValueError("`optimizer` must be an optax.GradientTransformation.")
         self.optimizer = optimizer
@@ -454,6 +462,7 @@ class Learner:
                 "batch_size": int(batch_size),
                 "optimizer": optimizer_digest(self.optimizer, self.init_params),
                 "network": [array_digest(x) for x in jax.tree.leaves(state.params)],
+                "network_code": self._network_code,
                 "state": structure_digest(state),
             }
         # the configuration is part of the key: the step reads it when traced
