@@ -92,7 +92,7 @@ def main(args):
             args.step_size,
         )[0]
     os.makedirs(args.out, exist_ok=True)
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 4.2), layout="constrained")
     plot_density_2d(
         lambda x: -law.log_prob(x) if law.log_prob else 0 * x[:, 0],
         law.bounds,

@@ -162,7 +162,7 @@ def main(args):
 
 
 def plot(args, results, x):
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4), layout="constrained")
     for row, (prior, (model, result, _, _)) in enumerate(results.items()):
         z = result.particles["z"][0]  # the persistent posterior particles
         panels = (
@@ -173,7 +173,6 @@ def plot(args, results, x):
         for ax, (title, imgs) in zip(axes[row], panels, strict=True):
             plot_image_grid(imgs, (8, 8), ax=ax, vmin=0, vmax=LEVELS)
             ax.set_title(f"{prior} prior: {title}", fontsize=9)
-    fig.tight_layout()
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_samples.png"), dpi=100)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     for prior, (_, _, log_joint, _) in results.items():

@@ -96,7 +96,7 @@ def main(args):
     annealed, plain = mode_weight_demo(args)
 
     os.makedirs(args.out, exist_ok=True)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4), layout="constrained")
     for ax, pts, title in (
         (axes[0], test, f"data: {args.law}"),
         (axes[1], samples, "annealed Langevin, learned score"),

@@ -212,7 +212,7 @@ def plot(args, results, x_test):
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "vae_digits_elbo.png"), dpi=100)
 
-    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4))
+    fig, axes = plt.subplots(2, 3, figsize=(9, 6.4), layout="constrained")
     key = jax.random.key(7)
     for row, (prior, r) in enumerate(results.items()):
         model, guide, params = r["model"], r["guide"], r["params"]
@@ -231,7 +231,6 @@ def plot(args, results, x_test):
             ax = axes[row, col]
             plot_image_grid(images, (8, 8), ax=ax, vmin=0, vmax=LEVELS)
             ax.set_title(f"{prior} prior: {title}", fontsize=9)
-    fig.tight_layout()
     fig.savefig(os.path.join(args.out, "vae_digits_samples.png"), dpi=100)
     print(f"figures written to {args.out}/")
 

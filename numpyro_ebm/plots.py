@@ -74,7 +74,7 @@ def plot_density_2d(
     log_density = -np.asarray(energy_fn(points), np.float64).reshape(xx.shape)
     z = log_density if log else np.exp(log_density - log_density.max())
     if ax is None:
-        _, ax = plt.subplots(figsize=(4.5, 4))
+        _, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")
     filled = ax.contourf(xx, yy, z, levels=30, cmap=cmap)
     if colorbar:
         bar = ax.figure.colorbar(filled, ax=ax, fraction=0.046, pad=0.04)
@@ -161,9 +161,20 @@ def plot_history(history, keys=None, *, axes=None, smooth=None):
 
 
 def plot_image_grid(
-    images, image_shape, *, rows=8, ax=None, title=None, vmin=None, vmax=None
+    images,
+    image_shape,
+    *,
+    rows=8,
+    ax=None,
+    title=None,
+    vmin=None,
+    vmax=None,
+    spacing=1,
 ):
     """Flattened images tiled into a ``rows x rows`` grid (the first ones).
+
+    Tiles are separated by ``spacing`` pixels of background, so that
+    neighbouring images do not run into each other.
 
     Args:
         images: array ``(n, prod(image_shape))`` or ``(n, *image_shape)``.
@@ -172,6 +183,7 @@ def plot_image_grid(
         ax: a matplotlib axis (a new figure when ``None``).
         title: axis title.
         vmin, vmax: grey-level range (default: the data's).
+        spacing: pixels between tiles.
 
     Returns:
         The matplotlib axis.
@@ -179,8 +191,8 @@ def plot_image_grid(
     Example:
         >>> import numpy as np
         >>> ax = plot_image_grid(np.zeros((16, 64)), (8, 8), rows=4)
-        >>> ax.images[0].get_array().shape
-        (32, 32)
+        >>> ax.images[0].get_array().shape  # 4 tiles of 8 and 3 gaps of 1
+        (35, 35)
     """
     if len(tuple(image_shape)) != 2:
         raise ValueError(
@@ -196,12 +208,17 @@ def plot_image_grid(
         )
     plt = _pyplot()
     images = images.reshape(-1, h, w)[: rows * rows]
-    blank = np.full((h, w), np.nan)
-    tiles = [images[i] if i < len(images) else blank for i in range(rows * rows)]
-    grid = np.block([[tiles[r * rows + c] for c in range(rows)] for r in range(rows)])
+    spacing = int(spacing)
+    step_h, step_w = h + spacing, w + spacing
+    grid = np.full((rows * step_h - spacing, rows * step_w - spacing), np.nan)
+    for i, image in enumerate(images):
+        r, c = divmod(i, rows)
+        grid[r * step_h : r * step_h + h, c * step_w : c * step_w + w] = image
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(grid, cmap="gray_r", vmin=vmin, vmax=vmax)
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("#dde3ea")  # the gaps and empty tiles
+    ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
