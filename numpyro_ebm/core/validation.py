@@ -25,7 +25,6 @@ __all__ = [
     "probability",
     "schedule",
     "schedule_length",
-    "finite_array",
 ]
 
 #: iterations over which a callable schedule is checked when the run length is
@@ -272,28 +271,3 @@ def schedule_length(name, value, num_iterations, *, what="the run"):
             f"{num_iterations} iterations; give one value per iteration (the last "
             "value is held after the schedule ends)."
         )
-
-
-def finite_array(name, value, *, dtype_float=True):
-    """``value`` as a JAX array; refuses NaN or infinite entries when concrete.
-
-    Integer arrays are converted to the default float type when ``dtype_float``.
-
-    Example:
-        >>> finite_array("data", [1, 2]).dtype
-        dtype('float32')
-    """
-    try:
-        array = jnp.asarray(value)
-    except TypeError as err:
-        raise TypeError(
-            f"`{name}` must be an array, got {type(value).__name__}."
-        ) from err
-    if dtype_float and not jnp.issubdtype(array.dtype, jnp.floating):
-        if not jnp.issubdtype(array.dtype, jnp.number) and array.dtype != bool:
-            raise TypeError(f"`{name}` must hold numbers, got dtype {array.dtype}.")
-        array = array.astype(jnp.result_type(float))
-    if is_concrete(array) and not bool(jnp.all(jnp.isfinite(array))):
-        count = int(jnp.sum(~jnp.isfinite(array)))
-        raise ValueError(f"`{name}` has {count} NaN or infinite value(s).")
-    return array

@@ -78,11 +78,7 @@ def grid_log_likelihood(energy_fn, data, bounds, num_grid=256) -> Array:
         raise ValueError(
             f"data must have shape (n, 2) for a 2-D energy; got {data.shape}."
         )
-    if isinstance(num_grid, bool) or not isinstance(num_grid, int | np.integer):
-        raise ValueError(f"num_grid must be a positive integer; got {num_grid!r}.")
-    if num_grid < 1:
-        raise ValueError(f"num_grid must be a positive integer; got {num_grid}.")
-    num_grid = int(num_grid)
+    num_grid = validation.positive_integer("num_grid", num_grid)
     bounds_arr = jnp.asarray(bounds, dtype=data.dtype)
     if bounds_arr.shape != (2, 2):
         raise ValueError(

@@ -88,11 +88,7 @@ def _batch_size(batch_size, num_rows: int, num_cols: int) -> int:
     """The validated row-block size, or an automatic one for ``None``."""
     if batch_size is None:
         return max(1, min(num_rows, _BLOCK_ELEMENTS // max(num_cols, 1)))
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size}.")
-    return min(int(batch_size), num_rows)
+    return min(validation.positive_integer("batch_size", batch_size), num_rows)
 
 
 def _blocked_row_sums(row_fn, rows, batch_size: int) -> Array:

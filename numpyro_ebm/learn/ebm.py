@@ -247,15 +247,12 @@ class PCD(NamedTuple):
 
     def init_sampler(self, rng_key, data, batch_size):
         _check_steps(self.num_steps, self.step_size)
-        if not (isinstance(self.buffer_size, int) and self.buffer_size >= batch_size):
+        if validation.positive_integer("buffer_size", self.buffer_size) < batch_size:
             raise ValueError(
-                f"`buffer_size` ({self.buffer_size}) must be an integer at least the "
-                f"batch size ({batch_size})."
+                f"`buffer_size` ({self.buffer_size}) must be at least the batch size "
+                f"({batch_size})."
             )
-        if not 0 <= self.reinit_prob <= 1:
-            raise ValueError(
-                f"`reinit_prob` must be in [0, 1], got {self.reinit_prob}."
-            )
+        validation.probability("reinit_prob", self.reinit_prob, closed=True)
         state = _noise_state(self.init, data)
         return {**state, "buffer": _noise(rng_key, self.init, state, self.buffer_size)}
 
@@ -336,10 +333,12 @@ class TemperedPCD(NamedTuple):
 
     def init_sampler(self, rng_key, data, batch_size):
         _check_steps(self.num_steps, self.step_size)
-        if not (isinstance(self.num_temperatures, int) and self.num_temperatures >= 2):
-            raise ValueError("`num_temperatures` must be an integer >= 2.")
-        if not self.init_scale > 0:
-            raise ValueError("`init_scale` must be positive.")
+        if validation.positive_integer("num_temperatures", self.num_temperatures) < 2:
+            raise ValueError(
+                "`num_temperatures` must be at least 2 (beta = 0 and beta = 1), got "
+                f"{self.num_temperatures}."
+            )
+        validation.positive("init_scale", self.init_scale)
         flat = data.reshape(data.shape[0], -1)
         cov = jnp.atleast_2d(jnp.cov(flat.T)) * self.init_scale
         jitter = 1e-3 * jnp.mean(jnp.diag(cov)) + 1e-6

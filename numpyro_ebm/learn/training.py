@@ -124,10 +124,7 @@ def check_data(data, batch_size):
     if not bool(jnp.all(jnp.isfinite(data))):
         bad = int(jnp.sum(~jnp.all(jnp.isfinite(data.reshape(data.shape[0], -1)), -1)))
         raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
-    if not (isinstance(batch_size, int | np.integer) and batch_size >= 1):
-        raise ValueError(
-            f"`batch_size` must be a positive integer, got {batch_size!r}."
-        )
+    batch_size = validation.positive_integer("batch_size", batch_size)
     if batch_size > data.shape[0]:
         raise ValueError(
             f"`batch_size` ({batch_size}) is larger than the data ({data.shape[0]} rows)."
