@@ -256,7 +256,7 @@ def bench_blr(path, num_seeds):
             def body(state, _):
                 state, _ = estimator.update(state, X_train, y_train)
                 prob = jax.nn.sigmoid(
-                    X_test @ state.particles["w"].T
+                    X_test @ state.sampler_state.particles["w"].T
                 )  # (test, particles)
                 return state, (prob.mean(-1), state.params["theta"])
 

@@ -130,7 +130,7 @@ def test_mml_estimators_checkpoint_and_resume(tmp_path):
             jax.random.key(0), 200, y + 1.0, progress_bar=False, checkpoint_dir=ckpt
         )
     other = ne.PGD(toy_model, num_particles=3).init(jax.random.key(0), y)
-    with pytest.raises(ValueError, match="another model or number of particles"):
+    with pytest.raises(ValueError, match="another model, number of particles"):
         ne.PGD(toy_model, num_particles=4).run(
             jax.random.key(0), 10, y, init_state=other, progress_bar=False
         )

@@ -394,13 +394,18 @@ def test_subsampled_plates_give_unbiased_gradients():
     args, kwargs = (y,), {"subsample_size": 50}
     state = estimator.init(jax.random.key(0), *args, **kwargs)
     _, _, full = estimator._gradients(
-        state.params, state.particles, args, kwargs, None, estimator._full_batch()
+        state.params,
+        state.sampler_state.particles,
+        args,
+        kwargs,
+        None,
+        estimator._full_batch(),
     )
 
     def subsampled(key):
         batch = estimator._draw_batch(key)
         return estimator._gradients(
-            state.params, state.particles, args, kwargs, None, batch
+            state.params, state.sampler_state.particles, args, kwargs, None, batch
         )[2]["z"]
 
     sub = jax.vmap(subsampled)(jax.random.split(jax.random.key(2), 2000))
@@ -508,7 +513,7 @@ def test_mala_potentials_can_skip_the_contrastive_prior_chains():
         _energy_prior_model(contrastive=True), step_size=0.01, num_particles=3
     )
     state = estimator.init(jax.random.key(0), y)
-    z = jax.tree.map(lambda v: v[0], state.particles)
+    z = jax.tree.map(lambda v: v[0], state.sampler_state.particles)
     grad = jax.value_and_grad(estimator._log_joint, argnums=(0, 1))
     args = (state.params, z, (y,), {}, jax.random.key(1), {})
     lp, (g_params, g_z) = grad(*args, True)

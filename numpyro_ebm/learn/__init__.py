@@ -9,7 +9,14 @@ from numpyro_ebm.learn.ebm import (
     TemperedPCD,
     langevin_chains,
 )
-from numpyro_ebm.learn.mml import IPLA, MCEM, PGD, SOUL, MMLRunResult, MMLState
+from numpyro_ebm.learn.mml import (
+    IPLA,
+    MCEM,
+    PGD,
+    SOUL,
+    MMLRunResult,
+    ParticleState,
+)
 from numpyro_ebm.learn.score_matching import (
     DenoisingScoreMatching,
     ExactScoreMatching,
@@ -21,7 +28,7 @@ from numpyro_ebm.learn.score_matching import (
     score_from_energy,
     sliced_score_matching_loss,
 )
-from numpyro_ebm.learn.training import TrainResult, TrainState
+from numpyro_ebm.learn.training import RunResult, TrainResult, TrainState
 
 __all__ = [
     "PGD",
@@ -29,7 +36,8 @@ __all__ = [
     "SOUL",
     "MCEM",
     "MMLRunResult",
-    "MMLState",
+    "ParticleState",
+    "RunResult",
     "NegativeSampler",
     "CD",
     "EBM",

@@ -551,7 +551,7 @@ class EBM(training.Learner):
         return lambda x: self.apply(params, x[None])[0]
 
     def init(self, rng_key, data, batch_size):
-        """A fresh :class:`~numpyro_ebm.learn.training.TrainState` (checks inputs)."""
+        """A fresh :class:`~numpyro_ebm.TrainState` (checks inputs)."""
         data = training.check_data(data, batch_size)
         out = training.check_network_input(
             self.apply, self.init_params, data[:2], "energy network"

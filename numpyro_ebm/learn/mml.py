@@ -14,6 +14,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 ``run``.
 """
 
+import dataclasses
 import re
 import warnings
 from typing import NamedTuple
@@ -41,100 +42,73 @@ from numpyro_ebm.learn.checkpoints import (
     optimizer_digest,
 )
 
-__all__ = ["MMLState", "MMLRunResult", "PGD", "IPLA", "SOUL", "MCEM"]
+__all__ = ["ParticleState", "MMLRunResult", "PGD", "IPLA", "SOUL", "MCEM"]
 
 
-class MMLState(NamedTuple):
-    """State of a maximum-marginal-likelihood run.
+class ParticleState(NamedTuple):
+    """The latent particles an MML estimator carries, its
+    :attr:`TrainState.sampler_state <numpyro_ebm.TrainState.sampler_state>`.
 
     Attributes:
-        step: iterations done.
-        params: unconstrained parameters, a dict keyed by ``param`` site.
-        opt_state: optimiser state (``()`` for PGD and IPLA).
         particles: unconstrained latent particles, a dict keyed by latent site,
             each with a leading particle axis.
-        averaged: running weighted average of the (unconstrained) parameters
-            and its total weight (SOUL); ``()`` otherwise.
         step_size: the latents' Langevin step size for the next iteration
             (tuned when the estimator was built with ``step_size=None``).
-        rng_key: raw key data for the next step.
     """
 
-    step: jax.Array
-    params: dict
-    opt_state: object
     particles: dict
-    averaged: object
     step_size: jax.Array
-    rng_key: jax.Array
 
 
-class MMLRunResult(NamedTuple):
-    """What ``run`` returns, like :class:`numpyro.infer.svi.SVIRunResult`.
+@dataclasses.dataclass(frozen=True, eq=False)
+class MMLRunResult(training.RunResult):
+    """What an MML estimator's ``run`` returns: a
+    :class:`~numpyro_ebm.RunResult` with the final particles.
 
     Attributes:
         params: the estimate, constrained (SOUL: the weighted average of the
             iterates).
-        particles: the final latent particles, constrained, each site with a
-            leading particle axis.
-        state: the final :class:`MMLState` (pass it as ``init_state`` to go on).
+        state: the final :class:`~numpyro_ebm.TrainState` (pass it as
+            ``init_state`` to go on); ``state.sampler_state`` is a
+            :class:`ParticleState`.
         history: per-iteration ``log_joint`` (mean over particles), the
             constrained parameter trace ``params`` (the sites chosen by
             ``run``'s ``trace_params``) and, for Metropolis-adjusted
             latent moves, ``accept_prob`` (mean over particles and steps).
+        particles: the final latent particles, constrained, each site with a
+            leading particle axis.
+
+    ``to_datatree(burn_in)`` gives the ArviZ ``DataTree``: ``posterior`` holds
+    the parameter trace after ``burn_in`` iterations (one chain), so
+    ``arviz.summary`` gives the time-averaged estimate with its Monte Carlo
+    error; ``latent_particles`` holds the final particles, one chain per
+    particle; ``sample_stats`` holds the ``log_joint`` trace and the other
+    per-iteration metrics.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> import numpyro, numpyro.distributions as dist
+        >>> import numpyro_ebm as ne
+        >>> def model(y):
+        ...     m = numpyro.param("m", 0.0)
+        ...     z = numpyro.sample("z", dist.Normal(m, 1.0))
+        ...     numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
+        >>> result = ne.PGD(model, step_size=0.1, num_particles=4).run(jax.random.key(0), 50, 1.0,
+        ...                                    progress_bar=False)
+        >>> tree = result.to_datatree(burn_in=10)
+        >>> tree["posterior"]["m"].shape, tree["latent_particles"]["z"].shape
+        ((1, 40), (4, 1))
     """
 
-    params: dict
-    particles: dict
-    state: MMLState
-    history: dict
+    particles: dict = None
 
-    def to_datatree(self, burn_in=0):
-        """The run as an ArviZ ``DataTree``.
-
-        Groups: ``posterior`` holds the parameter trace after ``burn_in``
-        iterations (one chain), so ``arviz.summary`` gives the time-averaged
-        estimate with its Monte Carlo error; ``latent_particles`` holds the
-        final particles, one chain per particle; ``sample_stats`` holds the
-        ``log_joint`` trace (and ``accept_prob`` for adjusted moves).
-
-        Example:
-            >>> import jax, jax.numpy as jnp
-            >>> import numpyro, numpyro.distributions as dist
-            >>> import numpyro_ebm as ne
-            >>> def model(y):
-            ...     m = numpyro.param("m", 0.0)
-            ...     z = numpyro.sample("z", dist.Normal(m, 1.0))
-            ...     numpyro.sample("y", dist.Normal(z, 1.0), obs=y)
-            >>> result = ne.PGD(model, step_size=0.1, num_particles=4).run(jax.random.key(0), 50, 1.0,
-            ...                                    progress_bar=False)
-            >>> tree = result.to_datatree(burn_in=10)
-            >>> tree["posterior"]["m"].shape, tree["latent_particles"]["z"].shape
-            ((1, 40), (4, 1))
-        """
-
-        import arviz as az
-
-        def trace(x):
-            return np.asarray(x)[burn_in:][None]
-
-        with warnings.catch_warnings():  # one draw per particle-chain is intended
-            warnings.filterwarnings("ignore", message="Found chain dimension")
-            return az.from_dict(
-                {
-                    "posterior": {
-                        k: trace(v) for k, v in self.history["params"].items()
-                    },
-                    "latent_particles": {
-                        k: np.asarray(v)[:, None] for k, v in self.particles.items()
-                    },
-                    "sample_stats": {
-                        k: trace(self.history[k])
-                        for k in ("log_joint", "accept_prob")
-                        if k in self.history
-                    },
-                }
-            )
+    def _extra_groups(self):
+        # one draw per particle-chain
+        return {
+            "latent_particles": {
+                k: np.asarray(v)[:, None] for k, v in self.particles.items()
+            }
+        }
 
 
 #: the latents' first step size when it is tuned
@@ -180,7 +154,7 @@ class _Estimator:
     def _latent_step_size(self, state):
         """The latents' step at this iteration: tuned, or from the schedule."""
         if self.adaptive:
-            return state.step_size
+            return state.sampler_state.step_size
         return evaluate_schedule(self.step_size, state.step)
 
     def _tuned_step_size(self, step_size, accept_prob):
@@ -335,7 +309,7 @@ class _Estimator:
 
     # ------------------------------------------------------------------ api
     def init(self, rng_key, *args, **kwargs):
-        """Initial :class:`MMLState`: parameters from the model, particles from
+        """Initial :class:`~numpyro_ebm.TrainState`: parameters from the model, particles from
         ``init_strategy`` (one independent draw per particle).
 
         Compiled once per shape of the model's arrays (and value of its other
@@ -401,13 +375,11 @@ class _Estimator:
             if self.adaptive
             else evaluate_schedule(self.step_size, jnp.zeros((), jnp.int32))
         )
-        state = MMLState(
+        state = training.TrainState(
             jnp.zeros((), jnp.int32),
             params,
             self._init_opt_state(params),
-            particles,
-            self._init_average(params),
-            jnp.asarray(first_step, jnp.result_type(float)),
+            ParticleState(particles, jnp.asarray(first_step, jnp.result_type(float))),
             jax.random.key_data(key_state),
         )
         return spec._replace(init_params=None, init_latents=None), state, lp
@@ -416,7 +388,12 @@ class _Estimator:
         if not bool(jnp.all(jnp.isfinite(lp))):
             key = jax.random.wrap_key_data(state.rng_key)
             bad = density.bad_sites(
-                self._spec, state.params, state.particles, args, kwargs, key
+                self._spec,
+                state.params,
+                state.sampler_state.particles,
+                args,
+                kwargs,
+                key,
             )
             raise ValueError(
                 "the joint log density is not finite at the initial parameters and "
@@ -426,8 +403,11 @@ class _Estimator:
     def _init_opt_state(self, params):
         return ()
 
-    def _init_average(self, params):
-        return ()
+    @staticmethod
+    def _particle_state(state, particles, step_size):
+        """The next :class:`ParticleState` (the step size keeps its dtype)."""
+        dtype = state.sampler_state.step_size.dtype
+        return ParticleState(particles, jnp.asarray(step_size, dtype))
 
     def update(self, state, *args, **kwargs):
         """One iteration: returns ``(state, log_joint)`` (mean over particles)."""
@@ -461,7 +441,7 @@ class _Estimator:
             num_steps: iterations.
             *args: the model's positional arguments (also ``**kwargs``, by name).
             progress_bar: show a progress bar.
-            init_state: an :class:`MMLState` to go on from (e.g. ``result.state``).
+            init_state: a :class:`~numpyro_ebm.TrainState` to go on from (e.g. ``result.state``).
             trace_params: names of the ``param`` sites whose values the history
                 records at every iteration; by default those with at most
                 1000 elements (not the networks' weights).
@@ -480,19 +460,36 @@ class _Estimator:
         if init_state is None:
             state = fresh
         else:
-            for part in ("params", "particles"):
-                difference = training.tree_difference(
-                    getattr(fresh, part), getattr(init_state, part)
+            if not (
+                isinstance(init_state, training.TrainState)
+                and isinstance(init_state.sampler_state, ParticleState)
+            ):
+                raise TypeError(
+                    "`init_state` must be the state of a previous run of an MML "
+                    f"estimator (result.state), got {type(init_state).__name__}"
+                    + (
+                        " holding no particles"
+                        if isinstance(init_state, training.TrainState)
+                        else ""
+                    )
+                    + "."
                 )
+            parts = {
+                "params": lambda s: s.params,
+                "particles": lambda s: s.sampler_state.particles,
+                "optimizer state": lambda s: s.opt_state,
+            }
+            for part, get in parts.items():
+                difference = training.tree_difference(get(fresh), get(init_state))
                 if difference:
                     raise ValueError(
-                        f"`init_state` was made for another model or number of "
-                        f"particles: its {part} {difference}."
+                        "`init_state` was made for another model, number of "
+                        f"particles or optimiser: its {part} {difference}."
                     )
             state = init_state
         self._latent_dim = sum(
             int(np.size(v)) // self.num_particles
-            for v in jax.tree.leaves(state.particles)
+            for v in jax.tree.leaves(state.sampler_state.particles)
         )
 
         if trace_params is None:
@@ -560,11 +557,11 @@ class _Estimator:
         estimate = self._estimate(state)
         return MMLRunResult(
             self._constrain(self._spec.param_transforms, estimate),
-            jax.vmap(lambda z: self._constrain(self._spec.latent_transforms, z))(
-                state.particles
-            ),
             state,
             history,
+            particles=jax.vmap(
+                lambda z: self._constrain(self._spec.latent_transforms, z)
+            )(state.sampler_state.particles),
         )
 
     def _describe(self):
@@ -857,7 +854,7 @@ class PGD(_Estimator):
         key_theta, key_z, key_model, key_batch = random.split(key, 4)
         h = self._latent_step_size(state)
         batch = self._draw_batch(key_batch)
-        z = self._gather(state.particles, batch)
+        z = self._gather(state.sampler_state.particles, batch)
         lp, grad_params, grad_latents = self._gradients(
             state.params, z, args, kwargs, key_model, batch
         )
@@ -890,12 +887,11 @@ class PGD(_Estimator):
             z = self._langevin_particles(key_z, z, grad_latents, h)
             next_h = evaluate_schedule(self.step_size, state.step + 1)
         info["step_size"] = h
-        particles = self._scatter(state.particles, z, batch)
+        particles = self._scatter(state.sampler_state.particles, z, batch)
         state = state._replace(
             params=params,
             opt_state=opt_state,
-            particles=particles,
-            step_size=jnp.asarray(next_h, state.step_size.dtype),
+            sampler_state=self._particle_state(state, particles, next_h),
         )
         return state, lp.mean(), info
 
@@ -1078,10 +1074,12 @@ class SOUL(_Estimator):
     __doc__ = __doc__.format(step_size=_STEP_SIZE_DOC)
 
     def _init_opt_state(self, params):
-        return self.optimizer.init(params)
-
-    def _init_average(self, params):
-        return (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()))
+        # the optimiser's state and the running weighted sum of the iterates
+        # with its total weight
+        return (
+            self.optimizer.init(params),
+            (jax.tree.map(jnp.zeros_like, params), jnp.zeros(())),
+        )
 
     def _latent_steps(self, key, params, particles, args, kwargs, batch, step_size):
         if self.adjusted or self.adaptive:
@@ -1116,7 +1114,7 @@ class SOUL(_Estimator):
         # then its parameter gradient is used
         key_latents, key_model, key_batch = random.split(key, 3)
         batch = self._draw_batch(key_batch)
-        z = self._gather(state.particles, batch)
+        z = self._gather(state.sampler_state.particles, batch)
         h = self._latent_step_size(state)
         z, info = self._latent_steps(
             key_latents, state.params, z, args, kwargs, batch, h
@@ -1126,16 +1124,14 @@ class SOUL(_Estimator):
         else:
             next_h = evaluate_schedule(self.step_size, state.step + 1)
         info["step_size"] = h
-        particles = self._scatter(state.particles, z, batch)
+        particles = self._scatter(state.sampler_state.particles, z, batch)
         lp, grad_params, _ = self._gradients(
             state.params, z, args, kwargs, key_model, batch
         )
         ascent = jax.tree.map(jnp.negative, grad_params)
-        updates, opt_state = self.optimizer.update(
-            ascent, state.opt_state, state.params
-        )
+        inner, (total, weight) = state.opt_state
+        updates, inner = self.optimizer.update(ascent, inner, state.params)
         params = optax.apply_updates(state.params, updates)
-        total, weight = state.averaged
         delta = jnp.where(state.step >= self.burn_in, self.schedule(state.step), 0.0)
         averaged = (
             jax.tree.map(lambda a, p: a + delta * p, total, params),
@@ -1143,17 +1139,15 @@ class SOUL(_Estimator):
         )
         state = state._replace(
             params=params,
-            opt_state=opt_state,
-            particles=particles,
-            averaged=averaged,
-            step_size=jnp.asarray(next_h, state.step_size.dtype),
+            opt_state=(inner, averaged),
+            sampler_state=self._particle_state(state, particles, next_h),
         )
         return state, lp.mean(), info
 
     def _estimate(self, state):
         if not self.averaging:
             return state.params
-        total, weight = state.averaged
+        _, (total, weight) = state.opt_state
         # before the burn-in ends there is nothing to average: the last iterate
         return jax.tree.map(
             lambda a, p: jnp.where(

@@ -351,7 +351,7 @@ class ScoreMatching(training.Learner):
         )
 
     def init(self, rng_key, data, batch_size):
-        """A fresh :class:`~numpyro_ebm.learn.training.TrainState` (checks inputs)."""
+        """A fresh :class:`~numpyro_ebm.TrainState` (checks inputs)."""
         data = training.check_data(data, batch_size)
         self._score_fn(self.init_params, data[:batch_size])
         return training.init_state(rng_key, self.init_params, self.optimizer)

@@ -8,8 +8,10 @@ several devices the minibatch is sharded along its first axis
 (``jax.sharding``) and the parameters replicated; XLA inserts the reductions.
 """
 
+import dataclasses
 import math
 import re
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -31,21 +33,37 @@ from numpyro_ebm.learn.checkpoints import (
     structure_digest,
 )
 
-__all__ = ["TrainState", "TrainResult", "Learner", "split_network", "run_loop"]
+__all__ = [
+    "TrainState",
+    "RunResult",
+    "TrainResult",
+    "Learner",
+    "split_network",
+    "run_loop",
+]
 
 #: most steps run between two host-side checks of a run
 _MAX_CHUNK = 1000
 
 
 class TrainState(NamedTuple):
-    """Everything a training run carries from one step to the next.
+    """Everything a run carries from one step to the next: the one state type
+    of every learner (:class:`~numpyro_ebm.EBM`, score matching) and every
+    maximum-marginal-likelihood estimator (:class:`~numpyro_ebm.PGD`, ...).
+
+    Pass a run's ``result.state`` as ``init_state`` to go on from it.
 
     Attributes:
         step: number of updates done.
-        params: the network's parameters (an ``nnx.State`` or a pytree).
-        opt_state: the Optax optimiser state.
-        sampler_state: the learner's sampler state (e.g. PCD's buffer); ``()``
-            when there is none.
+        params: what the optimiser moves: the network's parameters (an
+            ``nnx.State`` or a pytree), or the model's unconstrained
+            ``param`` sites (a dict keyed by site).
+        opt_state: the Optax optimiser state (``()`` for PGD and IPLA, whose
+            parameter move is a Langevin step; for SOUL, ``(optimiser state,
+            (weighted sum, total weight))`` of its averaged iterates).
+        sampler_state: what the sampler carries: PCD's buffer, tempered chains,
+            or the MML estimators' :class:`~numpyro_ebm.ParticleState`;
+            ``()`` when there is none.
         rng_key: raw key data (``jax.random.key_data``) for the next step, so
             that the state can be checkpointed as plain arrays.
     """
@@ -57,22 +75,84 @@ class TrainState(NamedTuple):
     rng_key: jax.Array
 
 
-class TrainResult(NamedTuple):
-    """What ``run`` returns.
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunResult:
+    """What every learner's and estimator's ``run`` returns, like
+    :class:`numpyro.infer.svi.SVIRunResult`.
 
     Attributes:
-        module: the trained network (an NNX module, or ``(apply_fn, params)``
-            when a function and its parameters were given).
+        params: the estimate (constrained for the MML estimators).
+        state: the final :class:`TrainState` (pass it as ``init_state`` to go
+            on).
+        history: per-step metrics, a dict of arrays with ``num_steps`` rows
+            (the MML estimators' ``params`` entry is a dict of such traces).
+    """
+
+    params: object
+    state: TrainState
+    history: dict
+
+    def to_datatree(self, burn_in=0):
+        """The run as an ArviZ ``DataTree`` (one chain, one draw per step).
+
+        ``sample_stats`` holds the per-step metrics after ``burn_in`` steps and
+        ``posterior`` the traced parameters (the MML estimators' ``params``
+        history), so ``arviz.summary`` gives their time averages with Monte
+        Carlo errors and ``arviz.plot_trace`` the training curves.
+
+        Example:
+            >>> import jax, jax.numpy as jnp, optax
+            >>> from flax import nnx
+            >>> import numpyro_ebm as ne
+            >>> data = jax.random.normal(jax.random.key(0), (64, 2))
+            >>> learner = ne.ScoreMatching(ne.nn.EnergyMLP(2, (8,), rngs=nnx.Rngs(0)),
+            ...                            optax.adam(1e-3))
+            >>> result = learner.run(jax.random.key(1), 20, data, batch_size=16,
+            ...                      progress_bar=False)
+            >>> tree = result.to_datatree(burn_in=5)
+            >>> tree["sample_stats"]["loss"].shape
+            (1, 15)
+        """
+        import arviz as az
+
+        burn_in = validation.non_negative_integer("burn_in", burn_in)
+
+        def trace(x):
+            return np.asarray(x)[burn_in:][None]
+
+        groups = {
+            "sample_stats": {
+                k: trace(v) for k, v in self.history.items() if not isinstance(v, dict)
+            },
+            **self._extra_groups(),
+        }
+        if isinstance(self.history.get("params"), dict):
+            groups["posterior"] = {
+                k: trace(v) for k, v in self.history["params"].items()
+            }
+        with warnings.catch_warnings():  # short runs: one chain of few draws
+            warnings.filterwarnings("ignore", message="Found chain dimension")
+            return az.from_dict(groups)
+
+    def _extra_groups(self):
+        return {}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TrainResult(RunResult):
+    """What a learner's ``run`` returns: a :class:`RunResult` with the trained
+    network.
+
+    Attributes:
         params: the trained parameters.
         state: the final :class:`TrainState` (pass it as ``init_state`` to
             continue training).
         history: per-step metrics, a dict of arrays of length ``num_steps``.
+        module: the trained network (an NNX module, or ``(apply_fn, params)``
+            when a function and its parameters were given).
     """
 
-    module: object
-    params: object
-    state: TrainState
-    history: dict
+    module: object = None
 
 
 def split_network(net):
@@ -484,7 +564,9 @@ class Learner:
         )
         del history["_finite"]
         self._warn_about(history)
-        return TrainResult(self.rebuild(state.params), state.params, state, history)
+        return TrainResult(
+            state.params, state, history, module=self.rebuild(state.params)
+        )
 
     def _describe(self):
         """The learner and its configuration, for checkpoint fingerprints."""
