@@ -174,11 +174,20 @@ def plot(args, results, x):
             plot_image_grid(imgs, (8, 8), ax=ax, vmin=0, vmax=LEVELS)
             ax.set_title(f"{prior} prior: {title}", fontsize=9)
     fig.savefig(os.path.join(args.out, "latent_ebm_prior_samples.png"), dpi=100)
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for prior, (_, _, log_joint, _) in results.items():
-        ax.plot(log_joint, label=f"{prior} prior", alpha=0.8)
+        log_joint = np.asarray(log_joint)
+        w = max(1, len(log_joint) // 50)  # a moving average over 2% of the run
+        (line,) = ax.plot(log_joint, alpha=0.2, lw=0.6)
+        ax.plot(
+            np.arange(w - 1, len(log_joint)),
+            np.convolve(log_joint, np.ones(w) / w, "valid"),
+            color=line.get_color(),
+            label=f"{prior} prior (moving average of {w})",
+        )
     ax.set_xlabel("SOUL iteration")
     ax.set_ylabel("log p(x, z) per image (mini-batch)")
+    ax.set_title("SOUL: the particles' log joint per image", fontsize=10)
     ax.set_ylim(bottom=np.percentile(results["ebm"][2], 5))
     ax.legend()
     fig.tight_layout()

@@ -96,23 +96,46 @@ def main(args):
     annealed, plain = mode_weight_demo(args)
 
     os.makedirs(args.out, exist_ok=True)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.4), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5.4), layout="constrained")
+    weight = {
+        name: float(np.mean(np.asarray(x)[:, 0] > 0))
+        for name, x in (("annealed", annealed), ("plain", plain))
+    }
     for ax, pts, title in (
-        (axes[0], test, f"data: {args.law}"),
-        (axes[1], samples, "annealed Langevin, learned score"),
-        (axes[2], annealed, "exact score, annealed (0.8 / 0.2)"),
-        (axes[3], plain, "exact score, plain Langevin"),
+        (axes[0], test, f"held-out data: {args.law}"),
+        (axes[1], samples, "annealed Langevin on the learned score"),
+        (
+            axes[2],
+            annealed,
+            "exact score, annealed Langevin\n"
+            f"weight of the (5, 5) mode {weight['annealed']:.2f} (true 0.80)",
+        ),
+        (
+            axes[3],
+            plain,
+            "exact score, plain Langevin\n"
+            f"weight of the (5, 5) mode {weight['plain']:.2f} (true 0.80)",
+        ),
     ):
         pts = np.asarray(pts)
         ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
         ax.set_title(title)
+        ax.set_xlabel("$x_1$")
+        ax.set_ylabel("$x_2$")
         ax.set_aspect("equal")
     for ax in axes[:2]:
         (xmin, xmax), (ymin, ymax) = law.bounds
         ax.set_xlim(xmin, xmax)
         ax.set_ylim(ymin, ymax)
+    for ax in axes[2:]:  # the same window for both mode-weight panels
+        ax.set_xlim(-9.5, 9.5)
+        ax.set_ylim(-9.5, 9.5)
     fig.savefig(os.path.join(args.out, f"ncsn_{args.law}.png"), dpi=100)
-    plot_history(result.history)
+    axes = plot_history(result.history)
+    axes[0].figure.suptitle(
+        "denoising score matching over noise levels: loss and gradient norm"
+    )
+    axes[0].figure.tight_layout()
     plt.savefig(os.path.join(args.out, f"ncsn_{args.law}_history.png"), dpi=100)
     print(f"figures written to {args.out}/")
 

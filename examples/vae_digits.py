@@ -207,6 +207,11 @@ def plot(args, results, x_test):
             )
     ax.set_xlabel("SVI step")
     ax.set_ylabel("ELBO per image (nats)")
+    ax.set_title(
+        "VAE on 8x8 digits: training ELBO (mini-batch, moving average)\n"
+        "and validation ELBO (the EBM prior's with its estimated log Z)",
+        fontsize=9,
+    )
     ax.set_ylim(bottom=max(ax.get_ylim()[0], -200))
     ax.legend()
     fig.tight_layout()

@@ -216,8 +216,8 @@ def plot_image_grid(
         grid[r * step_h : r * step_h + h, c * step_w : c * step_w + w] = image
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4))
-    cmap = plt.get_cmap("gray_r").copy()
-    cmap.set_bad("#dde3ea")  # the gaps and empty tiles
+    # the gaps and empty tiles
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="#dde3ea")
     ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_axis_off()
     if title:
