@@ -1,0 +1,306 @@
+"""The posterior benchmark suite: every sampler on every posterior, gated.
+
+For each posterior of ``benchmarks/posteriors`` and each sampler, run
+``--num-chains`` chains (vectorized) of ``--num-warmup`` warm-up and
+``--num-samples`` draws and print: the gate's verdict with the failing
+criterion (R-hat < 1.01, min bulk ESS >= 400, no divergences, |z| < 2
+against the reference; see ``benchmarks/posteriors/gate.py``), min bulk ESS,
+gradient evaluations in warm-up and sampling, ESS per sampling gradient, and
+wall time with and without compilation.
+
+Budgets: ``draws`` gives every sampler the same warm-up and draws;
+``gradients`` gives each one-gradient-per-step sampler NUTS's gradient budget
+on that posterior (its warm-up and draws per chain equal NUTS's gradient
+evaluations per chain in each phase, at least the ``draws`` numbers). Random
+walk Metropolis counts density evaluations in place of gradients.
+
+Samplers: ``ne.MALA`` (diagonal and dense mass), ``ne.ULA``, ``ne.RWMH``;
+NumPyro's ``NUTS`` and ``HMC(num_steps=1)`` (MALA as a one-step HMC); and
+BlackJAX's MALA as one-leapfrog HMC under ``blackjax.window_adaptation``
+(``blackjax.mala`` takes no mass matrix, so ``window_adaptation`` cannot tune
+it; the one-step HMC is the same algorithm with the preconditioning).
+
+Usage::
+
+    python -m benchmarks.bench_posteriors                      # everything
+    python -m benchmarks.bench_posteriors --posteriors gaussian_10d,funnel_10d
+    python -m benchmarks.bench_posteriors --samplers ne.MALA,NUTS --budget draws
+"""
+
+import argparse
+import platform
+import time
+
+import numpy as np
+
+import jax
+from numpyro.infer import HMC, MCMC, NUTS
+from numpyro.infer.util import initialize_model
+
+import numpyro_ebm as ne
+from benchmarks.posteriors import POSTERIORS, gate
+
+try:
+    import blackjax
+except ImportError:  # optional comparison
+    blackjax = None
+
+COMPILE_EVENTS = (
+    "/jax/core/compile/jaxpr_trace_duration",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+)
+_compile_seconds = []
+
+
+def _on_event(event, duration, **kwargs):
+    if event in COMPILE_EVENTS:
+        _compile_seconds.append(duration)
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+class Run:
+    """One sampler's run: draws by chain, divergences, costs and times."""
+
+    def __init__(
+        self,
+        samples,
+        divergences,
+        grads_warmup,
+        grads_sampling,
+        seconds,
+        compile_seconds,
+    ):
+        self.samples = samples
+        self.divergences = divergences
+        self.grads_warmup = grads_warmup
+        self.grads_sampling = grads_sampling
+        self.seconds = seconds
+        self.compile_seconds = compile_seconds
+
+
+def _timed(fn):
+    _compile_seconds.clear()
+    start = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - start
+    return out, seconds, float(sum(_compile_seconds))
+
+
+def run_numpyro(
+    kernel, posterior, key, num_warmup, num_samples, num_chains, grads_per_step
+):
+    """A NumPyro-interface kernel through ``MCMC``; NUTS's gradients are its
+    leapfrog steps."""
+    kwargs = posterior.kwargs()
+    mcmc = MCMC(
+        kernel,
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    fields = ("diverging",) + (("num_steps",) if grads_per_step is None else ())
+
+    def go():
+        key_warm, key_sample = jax.random.split(key)
+        mcmc.warmup(key_warm, extra_fields=fields, collect_warmup=True, **kwargs)
+        warm = mcmc.get_extra_fields()
+        mcmc.run(key_sample, extra_fields=fields, **kwargs)
+        jax.block_until_ready(mcmc.last_state)
+        return warm, mcmc.get_extra_fields()
+
+    (warm, sampled), seconds, compile_seconds = _timed(go)
+    if grads_per_step is None:
+        grads = (int(np.sum(warm["num_steps"])), int(np.sum(sampled["num_steps"])))
+    else:
+        grads = (
+            grads_per_step * num_warmup * num_chains,
+            grads_per_step * num_samples * num_chains,
+        )
+    return Run(
+        {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()},
+        int(np.sum(sampled["diverging"])),
+        *grads,
+        seconds,
+        compile_seconds,
+    )
+
+
+def run_blackjax(posterior, key, num_warmup, num_samples, num_chains):
+    """BlackJAX: one-leapfrog HMC (= MALA) tuned by ``window_adaptation``,
+    each chain adapted on its own (``vmap``), then sampled."""
+    kwargs = posterior.kwargs()
+    info = initialize_model(jax.random.key(0), posterior.model, model_kwargs=kwargs)
+    potential, postprocess = info.potential_fn, info.postprocess_fn
+
+    def logdensity(z):
+        return -potential(z)
+
+    def chain(key, position):
+        key_warm, key_sample = jax.random.split(key)
+        adaptation = blackjax.window_adaptation(
+            blackjax.hmc,
+            logdensity,
+            num_integration_steps=1,
+            target_acceptance_rate=0.574,
+        )
+        (state, params), _ = adaptation.run(key_warm, position, num_steps=num_warmup)
+        kernel = blackjax.hmc(logdensity, **params)
+
+        def body(state, key):
+            state, info = kernel.step(key, state)
+            return state, (postprocess(state.position), info.is_divergent)
+
+        keys = jax.random.split(key_sample, num_samples)
+        return jax.lax.scan(body, state, keys)[1]
+
+    starts = jax.vmap(
+        lambda k: initialize_model(k, posterior.model, model_kwargs=kwargs).param_info.z
+    )(jax.random.split(jax.random.fold_in(key, 1), num_chains))
+    run = jax.jit(jax.vmap(chain))
+    (draws, divergent), seconds, compile_seconds = _timed(
+        lambda: jax.block_until_ready(run(jax.random.split(key, num_chains), starts))
+    )
+    return Run(
+        {k: np.asarray(v) for k, v in draws.items()},
+        int(np.sum(divergent)),
+        num_warmup * num_chains,
+        num_samples * num_chains,
+        seconds,
+        compile_seconds,
+    )
+
+
+SAMPLERS = {
+    "NUTS": lambda m: (NUTS(m), None),
+    "ne.MALA": lambda m: (ne.MALA(m), 1),
+    "ne.MALA dense": lambda m: (ne.MALA(m, dense_mass=True), 1),
+    # ULA tuned as a user would: step and diagonal mass in warm-up, its
+    # step aimed at a MALA acceptance of 0.9 (its default)
+    "ne.ULA": lambda m: (
+        ne.ULA(m, step_size=0.1, adapt_step_size=True, adapt_mass_matrix=True),
+        1,
+    ),
+    "ne.RWMH": lambda m: (ne.RWMH(m), 1),
+    "HMC(num_steps=1)": lambda m: (HMC(m, num_steps=1, trajectory_length=None), 1),
+    "BlackJAX MALA": None,
+}
+
+
+def run_sampler(name, posterior, key, num_warmup, num_samples, num_chains):
+    if name == "BlackJAX MALA":
+        return run_blackjax(posterior, key, num_warmup, num_samples, num_chains)
+    kernel, grads_per_step = SAMPLERS[name](posterior.model)
+    return run_numpyro(
+        kernel, posterior, key, num_warmup, num_samples, num_chains, grads_per_step
+    )
+
+
+HEADER = (
+    f"{'sampler':18s} {'budget':9s} {'verdict':34s} {'min ESS':>8s} "
+    f"{'grads warm-up':>13s} {'grads sampling':>14s} {'ESS/grad':>9s} "
+    f"{'s total':>8s} {'s w/o compile':>13s}"
+)
+
+
+def row(name, budget, posterior, run):
+    verdict = gate.evaluate(posterior, run.samples, run.divergences)
+    ess_per_grad = (
+        verdict.min_ess / run.grads_sampling if run.grads_sampling else float("nan")
+    )
+    return (
+        f"{name:18s} {budget:9s} {verdict.describe()[:34]:34s} {verdict.min_ess:8.0f} "
+        f"{run.grads_warmup:13d} {run.grads_sampling:14d} {ess_per_grad:9.4f} "
+        f"{run.seconds:8.1f} {run.seconds - run.compile_seconds:13.1f}"
+    ), verdict
+
+
+def main(args):
+    names = args.posteriors.split(",") if args.posteriors else list(POSTERIORS)
+    samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
+    if blackjax is None and "BlackJAX MALA" in samplers:
+        samplers.remove("BlackJAX MALA")
+    budgets = ("draws", "gradients") if args.budget == "both" else (args.budget,)
+    print(
+        f"# {platform.machine()}, {jax.device_count()} x {jax.devices()[0].platform}, "
+        f"jax {jax.__version__}; {args.num_chains} chains x ({args.num_warmup} "
+        f"warm-up + {args.num_samples} draws) at the 'draws' budget\n"
+    )
+    summary = {}
+    for pname in names:
+        posterior = POSTERIORS[pname]
+        print(f"## {pname}: {posterior.description}\n")
+        print(HEADER)
+        key = jax.random.key(args.seed)
+        nuts = run_sampler(
+            "NUTS", posterior, key, args.num_warmup, args.num_samples, args.num_chains
+        )
+        line, verdict = row("NUTS", "draws", posterior, nuts)
+        print(line, flush=True)
+        summary[pname, "NUTS", "draws"] = verdict
+        per_chain = (
+            max(args.num_warmup, nuts.grads_warmup // args.num_chains),
+            max(args.num_samples, nuts.grads_sampling // args.num_chains),
+        )
+        for sname in samplers:
+            if sname == "NUTS":
+                continue
+            for budget in budgets:
+                warmup, draws = (
+                    (args.num_warmup, args.num_samples)
+                    if budget == "draws"
+                    else per_chain
+                )
+                try:
+                    run = run_sampler(
+                        sname, posterior, key, warmup, draws, args.num_chains
+                    )
+                except Exception as error:  # a sampler that cannot run this model
+                    print(
+                        f"{sname:18s} {budget:9s} error: {type(error).__name__}: {error}"[
+                            :200
+                        ]
+                    )
+                    continue
+                line, verdict = row(sname, budget, posterior, run)
+                print(line, flush=True)
+                summary[pname, sname, budget] = verdict
+        print()
+    print("## Posteriors passed\n")
+    for sname in samplers:
+        for budget in ("draws",) if sname == "NUTS" else budgets:
+            passed = [
+                p
+                for p in names
+                if (p, sname, budget) in summary and summary[p, sname, budget].passed
+            ]
+            print(
+                f"{sname:18s} {budget:9s} {len(passed):2d} / {len(names)}: {', '.join(passed)}"
+            )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--posteriors", default="", help="comma-separated names (default: all)"
+    )
+    parser.add_argument(
+        "--samplers", default="", help="comma-separated names (default: all)"
+    )
+    parser.add_argument(
+        "--budget",
+        choices=("draws", "gradients", "both"),
+        default="both",
+        help="equal draws, NUTS's gradient budget, or both (default)",
+    )
+    parser.add_argument(
+        "--num-warmup", type=int, default=1000, help="warm-up steps per chain"
+    )
+    parser.add_argument("--num-samples", type=int, default=1000, help="draws per chain")
+    parser.add_argument("--num-chains", type=int, default=4, help="chains")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    main(parser.parse_args())
