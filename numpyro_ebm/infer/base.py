@@ -2,8 +2,9 @@
 
 Subclasses only say how one transition is made (``_transition``) from the
 functional core; everything NumPyro needs — ``model=`` or ``potential_fn=``,
-constrained sites, ``chain_method="vectorized"``, warm-up adaptation through
-:func:`numpyro.infer.hmc_util.warmup_adapter`, diagnostics — lives here.
+constrained sites, ``chain_method="vectorized"``, warm-up adaptation (NumPyro's
+windowed scheme, pooled over vectorized chains: :mod:`numpyro_ebm.infer.adaptation`),
+diagnostics — lives here.
 """
 
 import copy
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from jax import random
 from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
-from numpyro.infer.hmc_util import warmup_adapter
+from numpyro.infer.hmc_util import HMCAdaptState
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
 from numpyro.infer.util import initialize_model
@@ -25,6 +26,7 @@ from numpyro.util import identity, is_prng_key, not_jax_tracer
 
 from numpyro_ebm.core import schedules, validation
 from numpyro_ebm.core.metrics import Metric
+from numpyro_ebm.infer import adaptation
 
 __all__ = ["KernelState"]
 
@@ -135,6 +137,7 @@ class LangevinKernelBase(MCMCKernel):
         target_accept_prob=0.574,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
+        pool_chains=True,
     ):
         if not (model is None) ^ (potential_fn is None):
             raise ValueError("Only one of `model` or `potential_fn` must be specified.")
@@ -144,6 +147,9 @@ class LangevinKernelBase(MCMCKernel):
                 "are not supported by numpyro_ebm kernels)."
             )
         validation.probability("target_accept_prob", target_accept_prob)
+        if not isinstance(pool_chains, bool):
+            raise ValueError("`pool_chains` must be True or False.")
+        self._pool_chains = pool_chains
         self._model = model
         self._potential_fn = potential_fn
         self._potential_fn_gen = None
@@ -269,7 +275,7 @@ class LangevinKernelBase(MCMCKernel):
         return lambda z: (potential_fn(z), None)
 
     def _adapter(self, num_warmup):
-        return warmup_adapter(
+        return adaptation.window_adapter(
             num_warmup,
             adapt_step_size=self._adapt_step_size,
             adapt_mass_matrix=self._adapt_mass_matrix,
@@ -313,15 +319,19 @@ class LangevinKernelBase(MCMCKernel):
         wa_init, self._wa_update = self._adapter(num_warmup)
         step_size = jnp.asarray(self._initial_step_size(), jnp.result_type(float))
 
-        def init_one(key, z, pe, grad):
-            key, key_wa = random.split(key)
-            wa_state = wa_init(
+        def adapt_init(key, z):
+            return wa_init(
                 (z,),
-                key_wa,
+                key,
                 step_size,
                 inverse_mass_matrix=self._inverse_mass_matrix,
                 mass_matrix_size=size,
             )._replace(rng_key=None)
+
+        def init_one(key, z, pe, grad, wa_state=None):
+            key, key_wa = random.split(key)
+            if wa_state is None:
+                wa_state = adapt_init(key_wa, z)
             zero = jnp.zeros((), jnp.result_type(float))
             return KernelState(
                 jnp.array(0),
@@ -336,25 +346,40 @@ class LangevinKernelBase(MCMCKernel):
                 key,
             )
 
-        if vectorized:
-            one_step = jax.vmap(self._sample_one, in_axes=(0, None, None))
+        if not vectorized:
 
-            def vectorized(state, model_args, model_kwargs):
-                state = one_step(state, model_args, model_kwargs)
-                # one check for all chains: the iteration is the same for each
-                self._check_health(state.i[0], state)
+            def single(state, model_args, model_kwargs):
+                state = self._sample_one(state, model_args, model_kwargs)
+                self._check_health(state.i, state)
                 return state
 
-            self._sample_fn = vectorized
-            return jax.vmap(init_one)(rng_key, init_params, pe, grad)
+            self._sample_fn = single
+            return init_one(rng_key, init_params, pe, grad)
 
-        def single(state, model_args, model_kwargs):
-            state = self._sample_one(state, model_args, model_kwargs)
-            self._check_health(state.i, state)
+        num_chains = pe.shape[0]
+        if self._pool_chains and num_chains > 1 and self._adapting():
+            # one adaptation state for all chains; its step size carries a
+            # chain axis (equal entries) so that NumPyro can collect it
+            shared = adapt_init(random.fold_in(rng_key[0], 1), one)
+            state = jax.vmap(init_one, in_axes=(0, 0, 0, 0, None))(
+                rng_key, init_params, pe, grad, shared
+            )
+            state = state._replace(
+                adapt_state=shared._replace(
+                    step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
+                )
+            )
+            self._sample_fn = self._pooled_sampler(size, num_chains)
             return state
 
-        self._sample_fn = single
-        return init_one(rng_key, init_params, pe, grad)
+        def per_chain(state, model_args, model_kwargs):
+            state = self._sample_per_chain(state, model_args, model_kwargs)
+            # one check for all chains: the iteration is the same for each
+            self._check_health(state.i[0], state)
+            return state
+
+        self._sample_fn = per_chain
+        return jax.vmap(init_one)(rng_key, init_params, pe, grad)
 
     def _check_health(self, i, state):
         """Warn from inside the compiled loop when the chains are stuck.
@@ -446,25 +471,37 @@ class LangevinKernelBase(MCMCKernel):
         """Subclass hook: one move. Returns ``(z, pe, grad, info, step_size)``."""
         raise NotImplementedError
 
-    def _sample_one(self, state, model_args, model_kwargs):
+    def _adapting(self):
+        return self._adapt_step_size or self._adapt_mass_matrix
+
+    def _move(self, state, model_args, model_kwargs):
+        """One chain's transition: ``(rng_key, z, pe, grad, info, step_size)``."""
         potential_fn = self.get_potential_fn(model_args, model_kwargs)
         rng_key, key = random.split(state.rng_key)
         adapt_state = state.adapt_state
         metric = Metric(
             adapt_state.inverse_mass_matrix, adapt_state.mass_matrix_sqrt_inv
         )
-        z, pe, grad, info, step_size = self._transition(
-            key, state, potential_fn, metric
+        return (rng_key, *self._transition(key, state, potential_fn, metric))
+
+    def _adapt(self, i, accept_prob, z, adapt_state):
+        """The adaptation state after warm-up iteration ``i`` (a scalar, the
+        same for every chain), from the acceptance probabilities ``(n,)`` and
+        positions (leading axis ``n``) of the chains that share it."""
+        if not self._adapting():
+            return adapt_state
+        flat = jax.vmap(lambda x: ravel_pytree(x)[0])(z)
+        return jax.lax.cond(
+            i < self._num_warmup,
+            lambda s: self._wa_update(i, accept_prob, flat, s),
+            identity,
+            adapt_state,
         )
+
+    def _finish(self, state, rng_key, z, pe, grad, info, step_size, adapt_state):
+        """The next state; elementwise, so it serves one chain or a batch."""
         i = state.i
         in_warmup = i < self._num_warmup
-        if self._adapt_step_size or self._adapt_mass_matrix:
-            adapt_state = jax.lax.cond(
-                in_warmup,
-                lambda s: self._wa_update(i, info.accept_prob, (z,), s),
-                identity,
-                adapt_state,
-            )
         # report the step actually used (schedules change it every iteration);
         # during warm-up the adapter's step is the one for the next iteration
         step_size = jnp.asarray(step_size, jnp.result_type(adapt_state.step_size))
@@ -490,6 +527,91 @@ class LangevinKernelBase(MCMCKernel):
             adapt_state,
             rng_key,
         )
+
+    def _sample_one(self, state, model_args, model_kwargs):
+        """One chain, adapted alone."""
+        rng_key, z, pe, grad, info, step_size = self._move(
+            state, model_args, model_kwargs
+        )
+        batch = jax.tree.map(lambda x: x[None], (info.accept_prob, z))
+        adapt_state = self._adapt(state.i, *batch, state.adapt_state)
+        return self._finish(state, rng_key, z, pe, grad, info, step_size, adapt_state)
+
+    def _sample_per_chain(self, state, model_args, model_kwargs):
+        """Vectorized chains, each adapted alone. The iteration is passed to
+        the adaptation unbatched, so that its window-end work (the mass
+        matrix's factorisation) runs at window ends only, not at every step
+        for every chain as a vmapped ``cond`` would."""
+        moved = jax.vmap(self._move, in_axes=(0, None, None))(
+            state, model_args, model_kwargs
+        )
+        rng_key, z, pe, grad, info, step_size = moved
+        i = state.i[0]
+        adapt_state = jax.vmap(
+            lambda a, x, s: self._adapt(
+                i, a[None], jax.tree.map(lambda v: v[None], x), s
+            )
+        )(info.accept_prob, z, state.adapt_state)
+        return jax.vmap(self._finish)(
+            state, rng_key, z, pe, grad, info, step_size, adapt_state
+        )
+
+    def _pooled_sampler(self, size, num_chains):
+        """Vectorized chains sharing one adaptation: one step size tuned on
+        their mean acceptance, one mass matrix from all their draws, and
+        stragglers moved to other chains' states at the warm-up's window ends
+        (with three chains or more)."""
+        ends = adaptation.window_ends(self._num_warmup)
+        # each chain's own step size, the shared rest of the adaptation
+        axes = KernelState(
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            0,
+            HMCAdaptState(0, None, None, None, None, None, None, None),
+            0,
+        )
+        move = jax.vmap(self._move, in_axes=(axes, None, None))
+
+        def pooled(state, model_args, model_kwargs):
+            rng_key, z, pe, grad, info, step_size = move(
+                state, model_args, model_kwargs
+            )
+            i = state.i[0]
+            shared = state.adapt_state
+            shared = self._adapt(
+                i, info.accept_prob, z, shared._replace(step_size=shared.step_size[0])
+            )
+            if num_chains >= 3 and ends.size:
+                restart = (i < self._num_warmup) & jnp.any(i == ends)
+
+                # acceptance so far in warm-up, this iteration's included
+                accept = state.mean_accept_prob + (
+                    info.accept_prob - state.mean_accept_prob
+                ) / (i + 1)
+
+                def move_stragglers(arrays):
+                    key = random.fold_in(rng_key[0], 2)
+                    moved, _ = adaptation.restart_stragglers(
+                        key, arrays[1], accept, size, *arrays
+                    )
+                    return moved
+
+                z, pe, grad = jax.lax.cond(
+                    restart, move_stragglers, identity, (z, pe, grad)
+                )
+            shared = shared._replace(
+                step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
+            )
+            state = self._finish(state, rng_key, z, pe, grad, info, step_size, shared)
+            self._check_health(state.i[0], state)
+            return state
+
+        return pooled
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."

@@ -13,6 +13,17 @@ from numpyro_ebm.infer.base import LangevinKernelBase
 
 __all__ = ["ULA", "MALA", "RWMH", "AnnealedLangevin"]
 
+_POOL_PARAM = """
+    :param bool pool_chains: with ``chain_method="vectorized"``, adapt one
+        step size (dual averaging on the chains' mean acceptance) and one mass
+        matrix (from every chain's warm-up draws) for all chains, and move
+        chains stuck far from the others to other chains' states at the
+        warm-up's window ends (:mod:`numpyro_ebm.infer.adaptation`). More
+        chains then give a better adaptation in the same warm-up, and
+        ``last_state.adapt_state`` holds one mass matrix for all chains.
+        ``False`` adapts each chain alone, as sequential and parallel chains
+        always do."""
+
 _COMMON_PARAMS = """
     :param model: Python callable containing NumPyro primitives. Its latent
         sites must be continuous; constrained sites are sampled in
@@ -75,7 +86,7 @@ class ULA(LangevinKernelBase):
     :param inverse_mass_matrix: initial inverse mass matrix (1-D diagonal, or
         2-D with ``dense_mass=True``); identity by default.
     :param init_strategy: a per-site initialisation function (see NumPyro's
-        ``init_strategy``).
+        ``init_strategy``).{_POOL_PARAM}
 
     **Example**
 
@@ -113,6 +124,7 @@ class ULA(LangevinKernelBase):
         target_accept_prob=0.9,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
+        pool_chains=True,
     ):
         if step_size is None:
             raise ValueError(
@@ -161,8 +173,10 @@ class MALA(LangevinKernelBase):
     Metropolis–Hastings proposal, so the chain targets the posterior exactly.
     During warm-up the step size ``h`` is tuned by dual averaging towards
     ``target_accept_prob`` (0.574 is optimal for MALA, Roberts & Rosenthal
-    1998) and the inverse mass matrix ``A`` is estimated in Welford windows,
-    both through :func:`numpyro.infer.hmc_util.warmup_adapter`.
+    1998) and the inverse mass matrix ``A`` is estimated in Welford windows
+    (Stan's schedule, as :func:`numpyro.infer.hmc_util.warmup_adapter` runs
+    it), pooled over vectorized chains and, when dense, shrunk towards the
+    previous estimate (:mod:`numpyro_ebm.infer.adaptation`).
 
     Step-size convention: ``h`` is BlackJAX MALA's ``step_size``; TFP's
     ``step_size`` is ``2 h``; NumPyro ``HMC(num_steps=1, step_size=eps)`` is
@@ -176,7 +190,7 @@ class MALA(LangevinKernelBase):
         adaptation aims for.
     :param inverse_mass_matrix: initial inverse mass matrix (1-D diagonal, or
         2-D with ``dense_mass=True``); identity by default.
-    :param init_strategy: a per-site initialisation function.
+    :param init_strategy: a per-site initialisation function.{_POOL_PARAM}
 
     **Example**
 
@@ -215,6 +229,7 @@ class MALA(LangevinKernelBase):
         target_accept_prob=0.574,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
+        pool_chains=True,
     ):
         validation.positive("step_size", step_size)
         super().__init__(
@@ -227,6 +242,7 @@ class MALA(LangevinKernelBase):
             target_accept_prob=target_accept_prob,
             inverse_mass_matrix=inverse_mass_matrix,
             init_strategy=init_strategy,
+            pool_chains=pool_chains,
         )
 
     def _transition(self, rng_key, state, potential_fn, metric):
@@ -263,7 +279,7 @@ class RWMH(LangevinKernelBase):
     :param float target_accept_prob: acceptance rate that step-size
         adaptation aims for.
     :param inverse_mass_matrix: initial inverse mass matrix.
-    :param init_strategy: a per-site initialisation function.
+    :param init_strategy: a per-site initialisation function.{_POOL_PARAM}
 
     **Example**
 
@@ -304,6 +320,7 @@ class RWMH(LangevinKernelBase):
         target_accept_prob=0.234,
         inverse_mass_matrix=None,
         init_strategy=init_to_uniform,
+        pool_chains=True,
     ):
         validation.positive("step_size", step_size)
         if proposal is not None and not callable(proposal):
@@ -321,6 +338,7 @@ class RWMH(LangevinKernelBase):
             target_accept_prob=target_accept_prob,
             inverse_mass_matrix=inverse_mass_matrix,
             init_strategy=init_strategy,
+            pool_chains=pool_chains,
         )
 
     def _check_position(self, potential_fn, position):
