@@ -2,6 +2,7 @@
 
 from numpyro_ebm.core import (
     chains,
+    kinetic,
     langevin,
     metrics,
     proposals,
@@ -26,6 +27,7 @@ from numpyro_ebm.core.schedules import (
 
 __all__ = [
     "chains",
+    "kinetic",
     "langevin",
     "metrics",
     "proposals",
