@@ -32,7 +32,7 @@ def test_the_gate_passes_exact_draws_and_fails_each_criterion():
 
 def test_the_mean_test_fails_a_correct_sampler_rarely():
     # 40 runs of exact draws in 100 dimensions: the Bonferroni bound keeps
-    # the false failures near or under 5% (tuningfork's max |z| < 2 would
+    # the false failures near or under 1% (tuningfork's max |z| < 2 would
     # fail nearly all of them: 1 - 0.954**100 = 99%)
     posterior = POSTERIORS["badly_scaled_gaussian_100d"]
     scale = posterior.reference()["x"]["sd"]
@@ -42,7 +42,7 @@ def test_the_mean_test_fails_a_correct_sampler_rarely():
         draws = {"x": rng.normal(size=(4, 250, 100)) * scale}
         failed = gate.evaluate(posterior, draws).failed
         failures += any(f.startswith("|z|") for f in failed)
-    assert failures <= 7  # P(Binomial(40, 0.05) > 7) < 0.002
+    assert failures <= 3  # P(Binomial(40, 0.01) > 3) < 0.001
 
 
 def test_multimodal_posteriors_are_gated_on_mode_weights():

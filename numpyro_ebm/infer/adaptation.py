@@ -24,8 +24,8 @@ here), with three changes:
   ill-conditioned target: by 10x at condition number 1e4.)
 - **Stragglers restarted.** :func:`restart_stragglers` moves chains whose
   potential energy is far above the others' (stuck where they started) to
-  the positions of randomly chosen other chains, at the window ends of the
-  warm-up; used only with pooled chains.
+  the positions of randomly chosen other chains, at the window ends in the
+  first half of the warm-up; used only with pooled chains.
 
 References:
     1. Stan Development Team, *Stan Reference Manual*, "HMC algorithm
@@ -199,9 +199,13 @@ def window_adapter(
     return init_fn, update_fn
 
 
-def window_ends(num_warmup):
-    """The warm-up iterations at which a window ends (all but the last)."""
-    return jnp.asarray([end for _, end in build_adaptation_schedule(num_warmup)[:-1]])
+def restart_times(num_warmup):
+    """The warm-up iterations at which stragglers are moved: the ends of the
+    windows that end in the first half of the warm-up, so that a moved chain
+    has at least half the warm-up to decorrelate from the chain it copied
+    before any draw is kept."""
+    ends = [end for _, end in build_adaptation_schedule(num_warmup)[:-1]]
+    return jnp.asarray([end for end in ends if end < num_warmup // 2], dtype=jnp.int32)
 
 
 def restart_stragglers(rng_key, potential_energy, accept_prob, dim, *arrays):

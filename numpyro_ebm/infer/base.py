@@ -559,9 +559,9 @@ class LangevinKernelBase(MCMCKernel):
     def _pooled_sampler(self, size, num_chains):
         """Vectorized chains sharing one adaptation: one step size tuned on
         their mean acceptance, one mass matrix from all their draws, and
-        stragglers moved to other chains' states at the warm-up's window ends
-        (with three chains or more)."""
-        ends = adaptation.window_ends(self._num_warmup)
+        stragglers moved to other chains' states at the window ends of the
+        warm-up's first half (with three chains or more)."""
+        ends = adaptation.restart_times(self._num_warmup)
         # each chain's own step size, the shared rest of the adaptation
         axes = KernelState(
             0,

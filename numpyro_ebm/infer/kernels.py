@@ -18,7 +18,8 @@ _POOL_PARAM = """
         step size (dual averaging on the chains' mean acceptance) and one mass
         matrix (from every chain's warm-up draws) for all chains, and move
         chains stuck far from the others to other chains' states at the
-        warm-up's window ends (:mod:`numpyro_ebm.infer.adaptation`). More
+        window ends of the warm-up's first half
+        (:mod:`numpyro_ebm.infer.adaptation`). More
         chains then give a better adaptation in the same warm-up, and
         ``last_state.adapt_state`` holds one mass matrix for all chains.
         ``False`` adapts each chain alone, as sequential and parallel chains
