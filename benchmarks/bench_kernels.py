@@ -28,6 +28,7 @@ import time
 
 import numpy as np
 from arviz_stats.base import array_stats
+from timing import timed  # beside this script
 
 import jax
 import jax.numpy as jnp
@@ -44,20 +45,6 @@ except ImportError:  # optional comparison
     blackjax = None
 
 NUM_CHAINS = 4
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-_compile_seconds = []
-
-
-def _on_event(event, duration, **kwargs):
-    if event in COMPILE_EVENTS:
-        _compile_seconds.append(duration)
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_event)
 SCALES = np.linspace(0.1, 1.0, 100)
 
 
@@ -99,11 +86,13 @@ def run_numpyro(kernel_fn, model, args, num_warmup, num_samples, grads_per_step)
             progress_bar=False,
         )
         extra = ("num_steps",) if grads_per_step is None else ()
-        _compile_seconds.clear()
-        start = time.perf_counter()
-        mcmc.run(jax.random.key(0), *args, extra_fields=extra)
-        jax.block_until_ready(mcmc.get_samples())
-        return mcmc, time.perf_counter() - start, sum(_compile_seconds)
+
+        def go():
+            mcmc.run(jax.random.key(0), *args, extra_fields=extra)
+            return jax.block_until_ready(mcmc.get_samples())
+
+        _, seconds, compile_seconds = timed(go)
+        return mcmc, seconds, compile_seconds
 
     once(1, 1)
     # sampling takes a fraction of a second here: best of three runs

@@ -20,16 +20,17 @@ BlackJAX's MALA as one-leapfrog HMC under ``blackjax.window_adaptation``
 (``blackjax.mala`` takes no mass matrix, so ``window_adaptation`` cannot tune
 it; the one-step HMC is the same algorithm with the preconditioning).
 
-Usage::
+Usage (from the repository's root)::
 
-    python -m benchmarks.bench_posteriors                      # everything
-    python -m benchmarks.bench_posteriors --posteriors gaussian_10d,funnel_10d
-    python -m benchmarks.bench_posteriors --samplers ne.MALA,NUTS --budget draws
+    python benchmarks/bench_posteriors.py                      # everything
+    python benchmarks/bench_posteriors.py --posteriors gaussian_10d,funnel_10d
+    python benchmarks/bench_posteriors.py --samplers ne.MALA,NUTS --budget draws
 """
 
 import argparse
 import platform
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -38,27 +39,16 @@ from numpyro.infer import HMC, MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
 import numpyro_ebm as ne
-from benchmarks.posteriors import POSTERIORS, gate
+
+if __package__ in (None, ""):  # run as a script: the repository's root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.posteriors import POSTERIORS, gate  # noqa: E402
+from benchmarks.timing import timed  # noqa: E402
 
 try:
     import blackjax
 except ImportError:  # optional comparison
     blackjax = None
-
-COMPILE_EVENTS = (
-    "/jax/core/compile/jaxpr_trace_duration",
-    "/jax/core/compile/jaxpr_to_mlir_module_duration",
-    "/jax/core/compile/backend_compile_duration",
-)
-_compile_seconds = []
-
-
-def _on_event(event, duration, **kwargs):
-    if event in COMPILE_EVENTS:
-        _compile_seconds.append(duration)
-
-
-jax.monitoring.register_event_duration_secs_listener(_on_event)
 
 
 class Run:
@@ -79,14 +69,6 @@ class Run:
         self.grads_sampling = grads_sampling
         self.seconds = seconds
         self.compile_seconds = compile_seconds
-
-
-def _timed(fn):
-    _compile_seconds.clear()
-    start = time.perf_counter()
-    out = fn()
-    seconds = time.perf_counter() - start
-    return out, seconds, float(sum(_compile_seconds))
 
 
 def run_numpyro(
@@ -113,7 +95,7 @@ def run_numpyro(
         jax.block_until_ready(mcmc.last_state)
         return warm, mcmc.get_extra_fields()
 
-    (warm, sampled), seconds, compile_seconds = _timed(go)
+    (warm, sampled), seconds, compile_seconds = timed(go)
     if grads_per_step is None:
         grads = (int(np.sum(warm["num_steps"])), int(np.sum(sampled["num_steps"])))
     else:
@@ -162,7 +144,7 @@ def run_blackjax(posterior, key, num_warmup, num_samples, num_chains):
         lambda k: initialize_model(k, posterior.model, model_kwargs=kwargs).param_info.z
     )(jax.random.split(jax.random.fold_in(key, 1), num_chains))
     run = jax.jit(jax.vmap(chain))
-    (draws, divergent), seconds, compile_seconds = _timed(
+    (draws, divergent), seconds, compile_seconds = timed(
         lambda: jax.block_until_ready(run(jax.random.split(key, num_chains), starts))
     )
     return Run(
