@@ -224,6 +224,7 @@ def main(args):
         line, verdict = row("NUTS", "draws", posterior, nuts)
         print(line, flush=True)
         summary[pname, "NUTS", "draws"] = verdict
+        jax.clear_caches()
         per_chain = (
             max(args.num_warmup, nuts.grads_warmup // args.num_chains),
             max(args.num_samples, nuts.grads_sampling // args.num_chains),
@@ -251,6 +252,8 @@ def main(args):
                 line, verdict = row(sname, budget, posterior, run)
                 print(line, flush=True)
                 summary[pname, sname, budget] = verdict
+                del run
+                jax.clear_caches()  # every run compiles its own programs
         print()
     print("## Posteriors passed\n")
     for sname in samplers:

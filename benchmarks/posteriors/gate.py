@@ -3,8 +3,9 @@
 A run passes when, over every coordinate of every latent site (constrained
 values): rank-normalised split R-hat < 1.01, bulk ESS >= 400 (50 for funnels),
 no divergent transition, and every mean within 2 standard errors of the
-reference, the standard error being ``max(sd / sqrt(ESS), sd_ref /
-sqrt(n_ref))``; for multimodal posteriors the share of draws nearest each mode
+reference, the standard error being that of the difference of the two
+estimates, ``sqrt(sd^2 / ESS + sd_ref^2 / n_ref)`` (tuningfork takes the
+larger of the two terms); for multimodal posteriors the share of draws nearest each mode
 must be within 0.03 of its weight instead.
 
 R-hat, ESS and divergence thresholds are those of BlackJAX's public benchmark
@@ -114,7 +115,8 @@ def evaluate(posterior, samples, divergences=0):
             ]
         )
         flat = x.reshape(-1, x.shape[-1])
-        se = np.maximum(flat.std(0) / np.sqrt(np.maximum(ess, 1.0)), sd / np.sqrt(n))
+        # the standard error of the difference of two independent estimates
+        se = np.sqrt(flat.var(0) / np.maximum(ess, 1.0) + sd**2 / n)
         z = np.abs(flat.mean(0) - mean) / np.where(se > 0, se, 1.0)
         max_z = float(np.max(z)) if np.all(np.isfinite(z)) else np.inf
         if not max_z < z_bound(len(z)):
