@@ -28,7 +28,9 @@ Usage (from the repository's root)::
 """
 
 import argparse
+import json
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -201,71 +203,93 @@ def row(name, budget, posterior, run):
     ), verdict
 
 
+def bench_posterior(pname, samplers, budgets, args):
+    """Print one posterior's table; returns ``{(sampler, budget): passed}``."""
+    posterior = POSTERIORS[pname]
+    print(f"## {pname}: {posterior.description}\n")
+    print(HEADER)
+    key = jax.random.key(args.seed)
+    nuts = run_sampler(
+        "NUTS", posterior, key, args.num_warmup, args.num_samples, args.num_chains
+    )
+    line, verdict = row("NUTS", "draws", posterior, nuts)
+    print(line, flush=True)
+    passed = {("NUTS", "draws"): verdict.passed}
+    per_chain = (
+        max(args.num_warmup, nuts.grads_warmup // args.num_chains),
+        max(args.num_samples, nuts.grads_sampling // args.num_chains),
+    )
+    for sname in samplers:
+        if sname == "NUTS":
+            continue
+        for budget in budgets:
+            warmup, draws = (
+                (args.num_warmup, args.num_samples) if budget == "draws" else per_chain
+            )
+            try:
+                run = run_sampler(sname, posterior, key, warmup, draws, args.num_chains)
+            except Exception as error:  # a sampler that cannot run this model
+                message = f"{type(error).__name__}: {error}"
+                print(f"{sname:18s} {budget:9s} error: {message}"[:200])
+                continue
+            line, verdict = row(sname, budget, posterior, run)
+            print(line, flush=True)
+            passed[sname, budget] = verdict.passed
+    print()
+    return passed
+
+
 def main(args):
     names = args.posteriors.split(",") if args.posteriors else list(POSTERIORS)
     samplers = args.samplers.split(",") if args.samplers else list(SAMPLERS)
     if blackjax is None and "BlackJAX MALA" in samplers:
         samplers.remove("BlackJAX MALA")
     budgets = ("draws", "gradients") if args.budget == "both" else (args.budget,)
+    if args.summary_only:  # a child process: one posterior, its table and verdicts
+        passed = bench_posterior(names[0], samplers, budgets, args)
+        print(SUMMARY_TAG + json.dumps([[*k, v] for k, v in passed.items()]))
+        return
     print(
         f"# {platform.machine()}, {jax.device_count()} x {jax.devices()[0].platform}, "
         f"jax {jax.__version__}; {args.num_chains} chains x ({args.num_warmup} "
-        f"warm-up + {args.num_samples} draws) at the 'draws' budget\n"
+        f"warm-up + {args.num_samples} draws) at the 'draws' budget\n",
+        flush=True,
     )
     summary = {}
     for pname in names:
-        posterior = POSTERIORS[pname]
-        print(f"## {pname}: {posterior.description}\n")
-        print(HEADER)
-        key = jax.random.key(args.seed)
-        nuts = run_sampler(
-            "NUTS", posterior, key, args.num_warmup, args.num_samples, args.num_chains
+        # one process per posterior: the compiled programs of a posterior's
+        # runs are freed with it (in one process memory grows past 20 GB)
+        child = subprocess.run(
+            [sys.executable, __file__, "--summary-only", "--posteriors", pname]
+            + [
+                f"--{k.replace('_', '-')}={v}"
+                for k, v in vars(args).items()
+                if k not in ("posteriors", "summary_only")
+            ],
+            capture_output=True,
+            text=True,
         )
-        line, verdict = row("NUTS", "draws", posterior, nuts)
-        print(line, flush=True)
-        summary[pname, "NUTS", "draws"] = verdict
-        jax.clear_caches()
-        per_chain = (
-            max(args.num_warmup, nuts.grads_warmup // args.num_chains),
-            max(args.num_samples, nuts.grads_sampling // args.num_chains),
-        )
-        for sname in samplers:
-            if sname == "NUTS":
-                continue
-            for budget in budgets:
-                warmup, draws = (
-                    (args.num_warmup, args.num_samples)
-                    if budget == "draws"
-                    else per_chain
-                )
-                try:
-                    run = run_sampler(
-                        sname, posterior, key, warmup, draws, args.num_chains
-                    )
-                except Exception as error:  # a sampler that cannot run this model
-                    print(
-                        f"{sname:18s} {budget:9s} error: {type(error).__name__}: {error}"[
-                            :200
-                        ]
-                    )
-                    continue
-                line, verdict = row(sname, budget, posterior, run)
+        verdicts = []
+        for line in child.stdout.splitlines():
+            if line.startswith(SUMMARY_TAG):
+                verdicts = json.loads(line[len(SUMMARY_TAG) :])
+            else:
                 print(line, flush=True)
-                summary[pname, sname, budget] = verdict
-                del run
-                jax.clear_caches()  # every run compiles its own programs
-        print()
+        if child.returncode:
+            print(f"{pname}: the benchmark process failed:\n{child.stderr[-2000:]}\n")
+        for sname, budget, ok in verdicts:
+            summary[pname, sname, budget] = ok
     print("## Posteriors passed\n")
-    for sname in samplers:
+    for sname in ["NUTS"] + [name for name in samplers if name != "NUTS"]:
         for budget in ("draws",) if sname == "NUTS" else budgets:
-            passed = [
-                p
-                for p in names
-                if (p, sname, budget) in summary and summary[p, sname, budget].passed
-            ]
+            passed = [p for p in names if summary.get((p, sname, budget))]
             print(
-                f"{sname:18s} {budget:9s} {len(passed):2d} / {len(names)}: {', '.join(passed)}"
+                f"{sname:18s} {budget:9s} {len(passed):2d} / {len(names)}: "
+                f"{', '.join(passed)}"
             )
+
+
+SUMMARY_TAG = "#SUMMARY "
 
 
 if __name__ == "__main__":
@@ -288,4 +312,9 @@ if __name__ == "__main__":
     parser.add_argument("--num-samples", type=int, default=1000, help="draws per chain")
     parser.add_argument("--num-chains", type=int, default=4, help="chains")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="(internal) run one posterior in this process and print its verdicts",
+    )
     main(parser.parse_args())
