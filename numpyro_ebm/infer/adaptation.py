@@ -137,8 +137,9 @@ def window_adapter(
         >>> init, update = window_adapter(200, target_accept_prob=0.6)
         >>> state = init((jnp.zeros(3),), jax.random.key(0), 1.0, mass_matrix_size=3)
         >>> x = jax.random.normal(jax.random.key(1), (200, 8, 3)) * jnp.array([1.0, 2.0, 4.0])
+        >>> step = jax.jit(update)
         >>> for t in range(200):
-        ...     state = update(t, jnp.full(8, 0.6), x[t], state)
+        ...     state = step(t, jnp.full(8, 0.6), x[t], state)
         >>> bool(jnp.allclose(state.inverse_mass_matrix, jnp.array([1.0, 4.0, 16.0]), rtol=0.3))
         True
     """
