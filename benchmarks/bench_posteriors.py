@@ -14,7 +14,13 @@ on that posterior (its warm-up and draws per chain equal NUTS's gradient
 evaluations per chain in each phase, at least the ``draws`` numbers). Random
 walk Metropolis counts density evaluations in place of gradients.
 
-Samplers: ``ne.MALA`` (diagonal and dense mass), ``ne.ULA``, ``ne.RWMH``;
+Samplers that take several gradients per iteration (NUTS, ``ne.MALT``) run
+the ``draws`` budget only and report the gradients they took.
+
+Samplers: ``ne.MALA`` and ``ne.MALT`` (diagonal and dense mass), ``ne.ULA``,
+``ne.UnderdampedLangevin``, ``ne.RWMH``, ``ne.ParallelTempering`` around MALA
+(on the multimodal posteriors; ``L`` levels cost ``L`` gradients per
+iteration);
 NumPyro's ``NUTS`` and ``HMC(num_steps=1)`` (MALA as a one-step HMC); and
 BlackJAX's MALA as one-leapfrog HMC under ``blackjax.window_adaptation``
 (``blackjax.mala`` takes no mass matrix, so ``window_adaptation`` cannot tune
@@ -159,6 +165,10 @@ def run_blackjax(posterior, key, num_warmup, num_samples, num_chains):
     )
 
 
+PT_LEVELS = 8
+#: samplers run only on the posteriors with one of these tags
+SAMPLER_TAGS = {"ne.PT(MALA)": ("multimodal",)}
+
 SAMPLERS = {
     "NUTS": lambda m: (NUTS(m), None),
     "ne.MALA": lambda m: (ne.MALA(m), 1),
@@ -170,9 +180,32 @@ SAMPLERS = {
         1,
     ),
     "ne.RWMH": lambda m: (ne.RWMH(m), 1),
+    # trajectories of several gradients: counted from num_steps, like NUTS
+    "ne.MALT": lambda m: (ne.MALT(m), None),
+    "ne.MALT dense": lambda m: (ne.MALT(m, dense_mass=True), None),
+    "ne.Underdamped": lambda m: (
+        ne.UnderdampedLangevin(
+            m, step_size=0.1, adapt_step_size=True, adapt_mass_matrix=True
+        ),
+        1,
+    ),
     "HMC(num_steps=1)": lambda m: (HMC(m, num_steps=1, trajectory_length=None), 1),
+    # L = 8 MALA levels: 8 gradients per iteration (multimodal posteriors only)
+    "ne.PT(MALA)": lambda m: (
+        ne.ParallelTempering(ne.MALA(m), num_temperatures=PT_LEVELS),
+        PT_LEVELS,
+    ),
     "BlackJAX MALA": None,
 }
+
+
+def _gradients_per_step(name):
+    return PT_LEVELS if name == "ne.PT(MALA)" else 1
+
+
+def _counts_its_gradients(name):
+    """Samplers whose iterations take several gradients (reported, not fixed)."""
+    return name in ("NUTS", "ne.MALT", "ne.MALT dense")
 
 
 def run_sampler(name, posterior, key, num_warmup, num_samples, num_chains):
@@ -222,9 +255,23 @@ def bench_posterior(pname, samplers, budgets, args):
     for sname in samplers:
         if sname == "NUTS":
             continue
+        tags = SAMPLER_TAGS.get(sname)
+        if tags is not None and not set(tags) & set(posterior.tags):
+            continue
         for budget in budgets:
+            if budget == "gradients" and _counts_its_gradients(sname):
+                continue  # its draws budget is already a gradient count
+            # several gradients per iteration: fewer iterations for the budget
+            per_step = 1 if SAMPLERS[sname] is None else _gradients_per_step(sname)
             warmup, draws = (
-                (args.num_warmup, args.num_samples) if budget == "draws" else per_chain
+                (args.num_warmup, args.num_samples)
+                if budget == "draws"
+                else tuple(
+                    max(n, m // per_step)
+                    for n, m in zip(
+                        (args.num_warmup, args.num_samples), per_chain, strict=True
+                    )
+                )
             )
             try:
                 run = run_sampler(sname, posterior, key, warmup, draws, args.num_chains)

@@ -15,7 +15,16 @@ from numpyro_ebm.diagnostics import (
     mmd,
 )
 from numpyro_ebm.distributions import EnergyDistribution, ScoreDistribution
-from numpyro_ebm.infer import MALA, RWMH, ULA, AnnealedLangevin, KernelState
+from numpyro_ebm.infer import (
+    MALA,
+    MALT,
+    RWMH,
+    ULA,
+    AnnealedLangevin,
+    KernelState,
+    ParallelTempering,
+    UnderdampedLangevin,
+)
 from numpyro_ebm.learn import (
     CD,
     EBM,
@@ -67,6 +76,9 @@ __all__ = [
     "importance_log_likelihood",
     "ULA",
     "MALA",
+    "MALT",
+    "UnderdampedLangevin",
+    "ParallelTempering",
     "RWMH",
     "AnnealedLangevin",
     "KernelState",

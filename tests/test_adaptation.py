@@ -64,12 +64,25 @@ def test_dense_adaptation_learns_every_direction_in_50d(dense_run):
     assert_variance(x, np.diag(COV))
 
 
-def test_per_chain_adaptation_stays_available():
-    mcmc = _run(
-        ne.MALA(rotated_model, dense_mass=True, pool_chains=False),
-        num_warmup=300,
-        num_samples=10,
-    )
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        lambda m: ne.MALA(m, dense_mass=True, pool_chains=False),
+        # ULA once dropped pool_chains=False and pooled anyway
+        lambda m: ne.ULA(
+            m,
+            step_size=0.1,
+            adapt_step_size=True,
+            dense_mass=True,
+            adapt_mass_matrix=True,
+            pool_chains=False,
+        ),
+        lambda m: ne.MALT(m, dense_mass=True, pool_chains=False),
+    ],
+    ids=["MALA", "ULA", "MALT"],
+)
+def test_per_chain_adaptation_stays_available(kernel):
+    mcmc = _run(kernel(rotated_model), num_warmup=300, num_samples=10)
     state = mcmc.last_state.adapt_state
     assert np.shape(state.inverse_mass_matrix) == (4, D, D)
     assert len(set(np.asarray(state.step_size).tolist())) == 4

@@ -78,7 +78,7 @@ def ebm(method=None, optimizer=None):
 
 # ------------------------------------------------------------- step sizes
 for value in (0.0, -0.1, float("nan"), float("inf")):
-    for kernel in ("MALA", "RWMH", "ULA"):
+    for kernel in ("MALA", "RWMH", "ULA", "MALT", "UnderdampedLangevin"):
         case(
             f"{kernel}-step_size={value}",
             ValueError,
@@ -97,6 +97,42 @@ case("MALA-step_size=array", ValueError, "`step_size` must be a scalar")(
 case("ULA-step_size-missing", ValueError, "ULA needs `step_size`")(
     lambda: ne.ULA(potential_fn=quadratic)
 )
+case(
+    "UnderdampedLangevin-step_size-missing",
+    ValueError,
+    "UnderdampedLangevin needs `step_size`",
+)(lambda: ne.UnderdampedLangevin(potential_fn=quadratic))
+case("UnderdampedLangevin-friction<0", ValueError, "`friction`")(
+    lambda: ne.UnderdampedLangevin(potential_fn=quadratic, step_size=0.1, friction=-1.0)
+)
+case("MALT-friction=nan", ValueError, "`friction`")(
+    lambda: ne.MALT(potential_fn=quadratic, friction=float("nan"))
+)
+case("MALT-trajectory_length=0", ValueError, "`trajectory_length`")(
+    lambda: ne.MALT(potential_fn=quadratic, trajectory_length=0.0)
+)
+case("MALT-max_num_steps=0", ValueError, "`max_num_steps`")(
+    lambda: ne.MALT(potential_fn=quadratic, max_num_steps=0)
+)
+case("MALT-max_num_steps=2.5", (TypeError, ValueError), "`max_num_steps`")(
+    lambda: ne.MALT(potential_fn=quadratic, max_num_steps=2.5)
+)
+case("ParallelTempering-levels=1", ValueError, "`num_temperatures` must be at least 2")(
+    lambda: ne.ParallelTempering(ne.MALA(potential_fn=quadratic), num_temperatures=1)
+)
+case("ParallelTempering-beta=1", ValueError, "`min_inverse_temperature`")(
+    lambda: ne.ParallelTempering(
+        ne.MALA(potential_fn=quadratic), min_inverse_temperature=1.0
+    )
+)
+case("ParallelTempering-inner=NUTS", ValueError, "kernel of numpyro_ebm")(
+    lambda: ne.ParallelTempering(numpyro.infer.NUTS(potential_fn=quadratic))
+)
+case(
+    "ParallelTempering-potential-without-init_params",
+    ValueError,
+    "`init_params` must be provided",
+)(lambda: run_mcmc(ne.ParallelTempering(ne.MALA(potential_fn=quadratic))))
 case(
     "ULA-callable-step-turns-negative",
     ValueError,

@@ -84,7 +84,7 @@ def test_mode_weights(two_modes, method, expect_right):
 
 
 def test_ladder_equalises_rejection():
-    from numpyro_ebm.learn.ebm import _equalise_ladder
+    from numpyro_ebm.core.tempering import equalise_ladder as _equalise_ladder
 
     betas = jnp.array([1.0, 0.5, 0.2, 0.0])
     np.testing.assert_allclose(

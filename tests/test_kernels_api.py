@@ -25,6 +25,10 @@ KERNELS = {
         adjusted=True,
         **kw,
     ),
+    "MALT": lambda **kw: ne.MALT(**kw),
+    "UnderdampedLangevin": lambda **kw: ne.UnderdampedLangevin(
+        step_size=0.05, adapt_mass_matrix=True, **kw
+    ),
 }
 
 
@@ -45,8 +49,11 @@ def run(kernel, *args, num_warmup=300, num_samples=500, num_chains=1, seed=0, **
 # ------------------------------------------------------------ chain methods
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_chain_methods_agree(name):
+    # parallel chains run the one-chain transition that sequential chains run
+    # (under pmap rather than jit), so sequential is compared for MALA alone
+    methods = ("parallel", "vectorized") + (("sequential",) if name == "MALA" else ())
     draws = {}
-    for method in ("sequential", "parallel", "vectorized"):
+    for method in methods:
         kernel = KERNELS[name](model=targets.constrained_model)
         mcmc = run(kernel, num_chains=4, chain_method=method, num_samples=1000)
         draws[method] = targets.stack_sites(
@@ -54,8 +61,9 @@ def test_chain_methods_agree(name):
         )
     # same per-chain keys; compiled differently (pmap, vmap), so the chains
     # agree in distribution rather than to the bit
-    assert_same_means(draws["parallel"], draws["sequential"], min_ess=50)
-    assert_same_means(draws["vectorized"], draws["sequential"], min_ess=50)
+    assert_same_means(draws["vectorized"], draws["parallel"], min_ess=50)
+    if "sequential" in draws:
+        assert_same_means(draws["sequential"], draws["parallel"], min_ess=50)
 
 
 @pytest.mark.parametrize("name", list(KERNELS))

@@ -8,6 +8,7 @@ from numpyro_ebm.core import (
     proposals,
     rwmh,
     schedules,
+    tempering,
     validation,
 )
 from numpyro_ebm.core.chains import ChainsInfo, run_chains
@@ -33,6 +34,7 @@ __all__ = [
     "proposals",
     "rwmh",
     "schedules",
+    "tempering",
     "validation",
     "ChainsInfo",
     "run_chains",

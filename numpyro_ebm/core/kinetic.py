@@ -167,13 +167,18 @@ def obabo_step(
     step_size,
     friction,
     metric=None,
+    *,
+    adjusted=False,
 ):
-    """One unadjusted kinetic Langevin step ``O B A B O``:
-    ``(new_state, energy_error, finite)``; ``energy_error`` is that of the
-    leapfrog part.
+    """One kinetic Langevin step ``O B A B O``: ``(new_state, energy_error,
+    finite)``; ``energy_error`` is that of the leapfrog part.
 
     ``friction`` is ``gamma``; each ``O`` half-step damps the momentum by
-    ``exp(-gamma h / 2)``. A non-finite step is not taken (the state is kept).
+    ``exp(-gamma h / 2)``. A non-finite step is not taken (the position is
+    kept). ``adjusted=True`` (may be traced) Metropolis-tests the leapfrog
+    part on ``energy_error`` and, on rejection, keeps the position and
+    negates the momentum before the last ``O``: generalised HMC (Horowitz
+    1991), exact for ``exp(-U)``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -183,12 +188,16 @@ def obabo_step(
         >>> new.position.shape, bool(finite)
         ((2,), True)
     """
-    key_first, key_last = random.split(rng_key)
+    key_first, key_accept, key_last = random.split(rng_key, 3)
     damping = jnp.exp(-0.5 * friction * step_size)
-    moved = state._replace(momentum=refresh(key_first, state.momentum, damping))
-    moved, energy_error, finite = leapfrog(moved, potential_fn, step_size, metric)
+    start = state._replace(momentum=refresh(key_first, state.momentum, damping))
+    moved, energy_error, finite = leapfrog(start, potential_fn, step_size, metric)
+    decision = metropolis_hastings(key_accept, -energy_error, finite)
+    keep = finite & (decision.is_accepted | ~jnp.asarray(adjusted))
+    flipped = start._replace(momentum=jnp.where(finite, -1.0, 1.0) * start.momentum)
+    moved = select(keep, moved, flipped)
     moved = moved._replace(momentum=refresh(key_last, moved.momentum, damping))
-    return select(finite, moved, state), energy_error, finite
+    return moved, energy_error, finite
 
 
 def kinetic_trajectory(
@@ -239,21 +248,23 @@ def malt_step(
     friction,
     num_steps,
     metric=None,
-) -> tuple[KineticState, MHInfo]:
+) -> tuple[KineticState, MHInfo, KineticState]:
     """One Metropolis-adjusted Langevin trajectory (MALT): fresh momentum,
     ``num_steps`` OBABO steps, and a Metropolis test of the whole trajectory
     on its summed leapfrog energy error. Exact for ``exp(-U)`` whatever the
     step, friction and length; ``friction = 0`` is HMC with ``num_steps``
     leapfrog steps, ``num_steps = 1`` is MALA with step ``h^2 / 2``.
 
-    A rejected trajectory leaves the position where it was (its momentum is
-    drawn afresh at the next step anyway).
+    Returns ``(new_state, info, proposal)``, ``proposal`` the trajectory's end
+    (what trajectory-length adaptation looks at). A rejected trajectory leaves
+    the position where it was (its momentum is drawn afresh at the next step
+    anyway).
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> U = lambda x: 0.5 * jnp.sum(x**2)
         >>> s = init(jax.random.key(0), jnp.ones(2), U)
-        >>> s, info = malt_step(jax.random.key(1), s, U, 0.3, 1.0, 4)
+        >>> s, info, _ = malt_step(jax.random.key(1), s, U, 0.3, 1.0, 4)
         >>> bool(0 < info.accept_prob <= 1)
         True
     """
@@ -263,4 +274,4 @@ def malt_step(
         key_path, start, potential_fn, step_size, friction, num_steps, metric
     )
     decision = metropolis_hastings(key_accept, -info.energy_error, info.finite)
-    return select(decision.is_accepted, end, start), decision
+    return select(decision.is_accepted, end, start), decision, end

@@ -2,5 +2,16 @@
 
 from numpyro_ebm.infer.base import KernelState
 from numpyro_ebm.infer.kernels import MALA, RWMH, ULA, AnnealedLangevin
+from numpyro_ebm.infer.kinetic import MALT, UnderdampedLangevin
+from numpyro_ebm.infer.tempering import ParallelTempering
 
-__all__ = ["KernelState", "ULA", "MALA", "RWMH", "AnnealedLangevin"]
+__all__ = [
+    "KernelState",
+    "ULA",
+    "MALA",
+    "RWMH",
+    "AnnealedLangevin",
+    "MALT",
+    "UnderdampedLangevin",
+    "ParallelTempering",
+]

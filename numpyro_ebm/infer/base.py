@@ -328,12 +328,15 @@ class LangevinKernelBase(MCMCKernel):
                 mass_matrix_size=size,
             )._replace(rng_key=None)
 
-        def init_one(key, z, pe, grad, wa_state=None):
+        def init_one(key, z, pe, grad, wa_state=None, shared=None):
             key, key_wa = random.split(key)
             if wa_state is None:
                 wa_state = adapt_init(key_wa, z)
+            extras = self._init_extras(random.fold_in(key_wa, 1), z, size, wa_state)
+            if shared is not None:
+                extras.update(shared)
             zero = jnp.zeros((), jnp.result_type(float))
-            return KernelState(
+            return self._state_type(
                 jnp.array(0),
                 z,
                 pe,
@@ -344,12 +347,15 @@ class LangevinKernelBase(MCMCKernel):
                 jnp.array(0),
                 wa_state,
                 key,
+                **extras,
             )
 
         if not vectorized:
 
             def single(state, model_args, model_kwargs):
-                state = self._sample_one(state, model_args, model_kwargs)
+                state = self._sample_one(
+                    state, self.get_potential_fn(model_args, model_kwargs)
+                )
                 self._check_health(state.i, state)
                 return state
 
@@ -361,19 +367,25 @@ class LangevinKernelBase(MCMCKernel):
             # one adaptation state for all chains; its step size carries a
             # chain axis (equal entries) so that NumPyro can collect it
             shared = adapt_init(random.fold_in(rng_key[0], 1), one)
-            state = jax.vmap(init_one, in_axes=(0, 0, 0, 0, None))(
-                rng_key, init_params, pe, grad, shared
+            # the fields the chains share (their trajectory length, ...)
+            extras = self._init_extras(random.fold_in(rng_key[0], 2), one, size, shared)
+            common = {name: extras[name] for name in self._shared_fields}
+            state = jax.vmap(init_one, in_axes=(0, 0, 0, 0, None, None))(
+                rng_key, init_params, pe, grad, shared, common
             )
             state = state._replace(
                 adapt_state=shared._replace(
                     step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
-                )
+                ),
+                **common,
             )
             self._sample_fn = self._pooled_sampler(size, num_chains)
             return state
 
         def per_chain(state, model_args, model_kwargs):
-            state = self._sample_per_chain(state, model_args, model_kwargs)
+            state = self._sample_per_chain(
+                state, self.get_potential_fn(model_args, model_kwargs)
+            )
             # one check for all chains: the iteration is the same for each
             self._check_health(state.i[0], state)
             return state
@@ -467,22 +479,48 @@ class LangevinKernelBase(MCMCKernel):
         )
 
     # ---------------------------------------------------------------- sample
+    #: the kernel's state type: :data:`KernelState` or one with more fields
+    _state_type = KernelState
+    #: fields beyond :data:`KernelState`'s that pooled chains share (no chain
+    #: axis), like the adaptation state
+    _shared_fields = ()
+
+    def _init_extras(self, rng_key, z, size, adapt_state):
+        """Subclass hook: initial values of the state's fields beyond
+        :data:`KernelState`'s, for one chain at ``z``."""
+        return {}
+
     def _transition(self, rng_key, state, potential_fn, metric):
-        """Subclass hook: one move. Returns ``(z, pe, grad, info, step_size)``."""
+        """Subclass hook: one move. Returns ``(z, pe, grad, info, step_size,
+        extra)``; the entries of the dict ``extra`` named like state fields
+        update them, and all of it is passed to :meth:`_adapt_extras`."""
         raise NotImplementedError
+
+    def _adapt_extras(self, i, start, extra, info, used, adapted, state):
+        """Subclass hook: updates (a dict) of the adapted fields beyond
+        :data:`KernelState`'s after warm-up or sampling iteration ``i``, from
+        the chains that share them: their start positions ``start``, the
+        ``extra`` and ``info`` of their moves (leading axis ``n``), the
+        adaptation state the moves ``used`` and the one ``adapted`` after
+        them, and ``state`` (whose shared fields have no chain axis)."""
+        return {}
 
     def _adapting(self):
         return self._adapt_step_size or self._adapt_mass_matrix
 
-    def _move(self, state, model_args, model_kwargs):
-        """One chain's transition: ``(rng_key, z, pe, grad, info, step_size)``."""
-        potential_fn = self.get_potential_fn(model_args, model_kwargs)
+    def _move(self, state, potential_fn):
+        """One chain's transition: ``(rng_key, z, pe, grad, info, step_size,
+        extra)``."""
         rng_key, key = random.split(state.rng_key)
         adapt_state = state.adapt_state
         metric = Metric(
             adapt_state.inverse_mass_matrix, adapt_state.mass_matrix_sqrt_inv
         )
         return (rng_key, *self._transition(key, state, potential_fn, metric))
+
+    def _updates(self, extra):
+        """The entries of a transition's ``extra`` that are state fields."""
+        return {k: v for k, v in extra.items() if k in self._state_type._fields}
 
     def _adapt(self, i, accept_prob, z, adapt_state):
         """The adaptation state after warm-up iteration ``i`` (a scalar, the
@@ -498,8 +536,11 @@ class LangevinKernelBase(MCMCKernel):
             adapt_state,
         )
 
-    def _finish(self, state, rng_key, z, pe, grad, info, step_size, adapt_state):
-        """The next state; elementwise, so it serves one chain or a batch."""
+    def _finish(
+        self, state, rng_key, z, pe, grad, info, step_size, adapt_state, updates
+    ):
+        """The next state; elementwise, so it serves one chain or a batch;
+        ``updates`` sets fields beyond :data:`KernelState`'s."""
         i = state.i
         in_warmup = i < self._num_warmup
         # report the step actually used (schedules change it every iteration);
@@ -515,45 +556,59 @@ class LangevinKernelBase(MCMCKernel):
         )
         num_diverging = jnp.where(i == self._num_warmup, 0, state.num_diverging)
         num_diverging = num_diverging + info.diverging
-        return KernelState(
-            itr,
-            z,
-            pe,
-            grad,
-            info.accept_prob,
-            mean_accept_prob,
-            info.diverging,
-            num_diverging,
-            adapt_state,
-            rng_key,
+        return state._replace(
+            i=itr,
+            z=z,
+            potential_energy=pe,
+            z_grad=grad,
+            accept_prob=info.accept_prob,
+            mean_accept_prob=mean_accept_prob,
+            diverging=info.diverging,
+            num_diverging=num_diverging,
+            adapt_state=adapt_state,
+            rng_key=rng_key,
+            **updates,
         )
 
-    def _sample_one(self, state, model_args, model_kwargs):
+    def _sample_one(self, state, potential_fn):
         """One chain, adapted alone."""
-        rng_key, z, pe, grad, info, step_size = self._move(
-            state, model_args, model_kwargs
-        )
+        rng_key, z, pe, grad, info, step_size, extra = self._move(state, potential_fn)
         batch = jax.tree.map(lambda x: x[None], (info.accept_prob, z))
         adapt_state = self._adapt(state.i, *batch, state.adapt_state)
-        return self._finish(state, rng_key, z, pe, grad, info, step_size, adapt_state)
-
-    def _sample_per_chain(self, state, model_args, model_kwargs):
-        """Vectorized chains, each adapted alone. The iteration is passed to
-        the adaptation unbatched, so that its window-end work (the mass
-        matrix's factorisation) runs at window ends only, not at every step
-        for every chain as a vmapped ``cond`` would."""
-        moved = jax.vmap(self._move, in_axes=(0, None, None))(
-            state, model_args, model_kwargs
+        updates = self._updates(extra)
+        updates.update(self._adapt_one(state, extra, info, adapt_state))
+        return self._finish(
+            state, rng_key, z, pe, grad, info, step_size, adapt_state, updates
         )
-        rng_key, z, pe, grad, info, step_size = moved
+
+    def _adapt_one(self, state, extra, info, adapted):
+        """:meth:`_adapt_extras` for one chain adapted alone."""
+        batch = jax.tree.map(lambda x: x[None], (state.z, extra, info))
+        return self._adapt_extras(state.i, *batch, state.adapt_state, adapted, state)
+
+    def _sample_per_chain(self, state, potential_fn, scale=None):
+        """Vectorized chains, each adapted alone; with ``scale`` (one factor
+        per chain) chain ``k`` targets ``exp(-scale[k] U)``. The iteration is
+        passed to the adaptation unbatched, so that its window-end work (the
+        mass matrix's factorisation) runs at window ends only, not at every
+        step for every chain as a vmapped ``cond`` would."""
+        if scale is None:
+            moved = jax.vmap(lambda s: self._move(s, potential_fn))(state)
+        else:
+            moved = jax.vmap(lambda s, b: self._move(s, lambda z: b * potential_fn(z)))(
+                state, scale
+            )
+        rng_key, z, pe, grad, info, step_size, extra = moved
         i = state.i[0]
         adapt_state = jax.vmap(
             lambda a, x, s: self._adapt(
                 i, a[None], jax.tree.map(lambda v: v[None], x), s
             )
         )(info.accept_prob, z, state.adapt_state)
+        updates = self._updates(extra)
+        updates.update(jax.vmap(self._adapt_one)(state, extra, info, adapt_state))
         return jax.vmap(self._finish)(
-            state, rng_key, z, pe, grad, info, step_size, adapt_state
+            state, rng_key, z, pe, grad, info, step_size, adapt_state, updates
         )
 
     def _pooled_sampler(self, size, num_chains):
@@ -563,28 +618,26 @@ class LangevinKernelBase(MCMCKernel):
         warm-up's first half (with three chains or more)."""
         ends = adaptation.restart_times(self._num_warmup)
         # each chain's own step size, the shared rest of the adaptation
-        axes = KernelState(
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
-            0,
+        axes = self._state_type(
+            *(0,) * 8,
             HMCAdaptState(0, None, None, None, None, None, None, None),
             0,
+            **{
+                name: None if name in self._shared_fields else 0
+                for name in self._state_type._fields[len(KernelState._fields) :]
+            },
         )
-        move = jax.vmap(self._move, in_axes=(axes, None, None))
 
         def pooled(state, model_args, model_kwargs):
-            rng_key, z, pe, grad, info, step_size = move(
-                state, model_args, model_kwargs
-            )
+            potential_fn = self.get_potential_fn(model_args, model_kwargs)
+            move = jax.vmap(lambda s: self._move(s, potential_fn), in_axes=(axes,))
+            rng_key, z, pe, grad, info, step_size, extra = move(state)
             i = state.i[0]
-            shared = state.adapt_state
-            shared = self._adapt(
-                i, info.accept_prob, z, shared._replace(step_size=shared.step_size[0])
+            used = state.adapt_state._replace(step_size=state.adapt_state.step_size[0])
+            shared = self._adapt(i, info.accept_prob, z, used)
+            updates = self._updates(extra)
+            updates.update(
+                self._adapt_extras(i, state.z, extra, info, used, shared, state)
             )
             if num_chains >= 3 and ends.size:
                 restart = (i < self._num_warmup) & jnp.any(i == ends)
@@ -607,7 +660,9 @@ class LangevinKernelBase(MCMCKernel):
             shared = shared._replace(
                 step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
             )
-            state = self._finish(state, rng_key, z, pe, grad, info, step_size, shared)
+            state = self._finish(
+                state, rng_key, z, pe, grad, info, step_size, shared, updates
+            )
             self._check_health(state.i[0], state)
             return state
 

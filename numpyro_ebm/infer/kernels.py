@@ -45,7 +45,7 @@ def _langevin_move(rng_key, state, potential_fn, step_size, metric, **kwargs):
         metric,
         **kwargs,
     )
-    return (*new, info, step_size)
+    return (*new, info, step_size, {})
 
 
 class ULA(LangevinKernelBase):
@@ -144,6 +144,7 @@ class ULA(LangevinKernelBase):
             target_accept_prob=target_accept_prob,
             inverse_mass_matrix=inverse_mass_matrix,
             init_strategy=init_strategy,
+            pool_chains=pool_chains,
         )
 
     def _check_init(self, num_warmup):
@@ -380,7 +381,7 @@ class RWMH(LangevinKernelBase):
             metric,
             proposal=self._proposal,
         )
-        return (new.position, new.potential_energy, None, info, step_size)
+        return (new.position, new.potential_energy, None, info, step_size, {})
 
 
 class AnnealedLangevin(LangevinKernelBase):

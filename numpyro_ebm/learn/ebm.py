@@ -26,9 +26,8 @@ import jax.numpy as jnp
 import optax
 from jax import random
 
-from numpyro_ebm.core import validation
+from numpyro_ebm.core import tempering, validation
 from numpyro_ebm.core.chains import run_chains
-from numpyro_ebm.core.proposals import metropolis_hastings
 from numpyro_ebm.learn import training
 
 __all__ = [
@@ -392,20 +391,12 @@ class TemperedPCD(NamedTuple):
 
         # replica swaps between neighbours (i, i + 1) with i of the current parity
         diff = jax.vmap(jax.vmap(lambda x: energy(x) - u0(x)))(chains)  # (L, n)
-        log_ratio = (betas[:-1] - betas[1:])[:, None] * (diff[:-1] - diff[1:])
+        # (a non-finite energy on either side is a rejection)
         finite = jnp.isfinite(diff[:-1]) & jnp.isfinite(diff[1:])
-        keys = random.split(key_swap, log_ratio.shape)
-        # the core's accept step: a non-finite energy on either side is a rejection
-        decision = jax.vmap(jax.vmap(metropolis_hastings))(keys, log_ratio, finite)
-        pairs = jnp.arange(num_levels - 1)
-        active = (pairs % 2 == state["parity"])[:, None]
-        swap = active & decision.is_accepted
-        take_up = jnp.concatenate([swap, jnp.zeros((1, n), bool)], 0)
-        take_down = jnp.concatenate([jnp.zeros((1, n), bool), swap], 0)
-        up = jnp.concatenate([chains[1:], chains[-1:]], 0)
-        down = jnp.concatenate([chains[:1], chains[:-1]], 0)
+        chains, decision = tempering.swap_neighbours(
+            key_swap, betas, diff, state["parity"], chains
+        )
         mask = lambda m: m.reshape(m.shape + (1,) * len(event))
-        chains = jnp.where(mask(take_up), up, jnp.where(mask(take_down), down, chains))
         # a chain whose energy is not finite (outside the model's support, e.g.
         # started there from q0) can neither move nor swap. Such chains never
         # swap, so `diff` still marks them after the swaps. Above beta = 1 they
@@ -430,7 +421,7 @@ class TemperedPCD(NamedTuple):
         rejection = state["rejection"]
         if self.adapt_ladder:
             rejection = 0.95 * rejection + 0.05 * (1.0 - swap_prob)
-            betas = _equalise_ladder(betas, rejection)
+            betas = tempering.equalise_ladder(betas, rejection)
         new_state = {
             **state,
             "chains": chains,
@@ -444,21 +435,6 @@ class TemperedPCD(NamedTuple):
             "restarted": jnp.mean(stuck),
         }
         return chains[0], new_state, info
-
-
-def _equalise_ladder(betas, rejection):
-    """Move the inverse temperatures so that each pair has equal rejection.
-
-    The cumulative rejection ``Lambda(beta)`` is piecewise linear between the
-    current levels; the new levels split it into equal parts (Syed et al. 2021).
-    """
-    increasing = betas[::-1]
-    cumulative = jnp.concatenate(
-        [jnp.zeros(1, betas.dtype), jnp.cumsum(jnp.maximum(rejection[::-1], 1e-3))]
-    )
-    targets = jnp.linspace(0.0, cumulative[-1], betas.shape[0])
-    new = jnp.interp(targets, cumulative, increasing)
-    return new.at[0].set(0.0).at[-1].set(1.0)[::-1]
 
 
 class EBM(training.Learner):
