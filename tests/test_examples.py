@@ -112,17 +112,48 @@ HELP_SCRIPTS = sorted(
 OPTION = re.compile(r"--[\w-]+")
 
 
-@pytest.mark.parametrize("script", HELP_SCRIPTS)
-def test_example_help_describes_every_flag(script):
+# every script's --help in one interpreter (each import of JAX and NumPyro
+# costs seconds): "#HELP <script> <exit code>" before each text
+_ALL_HELP = """
+import contextlib, io, runpy, sys
+sys.path.insert(0, "examples")
+for script in sys.argv[1:]:
+    out = io.StringIO()
+    sys.argv = [script, "--help"]
+    code = 0
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_path("examples/" + script, run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code or 0
+    print("#HELP", script, code)
+    print(out.getvalue())
+"""
+
+
+@pytest.fixture(scope="module")
+def help_texts():
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), "--help"],
+        [sys.executable, "-c", _ALL_HELP, *HELP_SCRIPTS],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    lines = proc.stdout.splitlines()
+    texts = {}
+    for block in proc.stdout.split("#HELP ")[1:]:
+        head, _, text = block.partition("\n")
+        script, code = head.split()
+        texts[script] = (int(code), text)
+    return texts
+
+
+@pytest.mark.parametrize("script", HELP_SCRIPTS)
+def test_example_help_describes_every_flag(script, help_texts):
+    code, text = help_texts[script]
+    assert code == 0, text[-3000:]
+    lines = text.splitlines()
     start = next(
         i for i, line in enumerate(lines) if line in ("options:", "optional arguments:")
     )

@@ -325,7 +325,9 @@ def trajectory_adapter(
     the first (``initial_length``), and when the mass matrix changes from
     ``A`` to ``A'`` it is divided by ``sqrt(lambda_max(A^-1 A'))``, the
     largest change of scale, so that a ``T`` fitted to the old metric lands at
-    or below the first maximum of the new one rather than beyond it.
+    or below the first maximum of the new one rather than beyond it (but not
+    below ``initial_length``: a ``T`` still climbing towards the old metric's
+    scale would land far below the new one's).
 
     - ``init_fn(position_size, step_size)`` -> :class:`TrajectoryAdaptState`.
     - ``update_fn(t, start, proposal, momentum, accept_prob, finite, metric,
@@ -432,7 +434,13 @@ def trajectory_adapter(
                 )
                 ratio = jnp.linalg.eigvalsh(whitened)[-1]
             ratio = jnp.where(jnp.isfinite(ratio) & (ratio > 0), ratio, 1.0)
-            log_length = state.log_length - 0.5 * jnp.log(ratio)
+            # not below the starting length (unless already there): a T that
+            # had not yet climbed to the old metric's scale would otherwise be
+            # cut far below the new one's, with too little warm-up left to climb
+            log_length = jnp.maximum(
+                state.log_length - 0.5 * jnp.log(ratio),
+                jnp.minimum(state.log_length, jnp.log(initial_length)),
+            )
             return state._replace(
                 trajectory_length=jnp.exp(log_length),
                 log_length=log_length,
