@@ -59,18 +59,22 @@ def two_modes():
 
 
 @pytest.mark.parametrize(
-    "method, expect_right",
-    [(None, True), (ne.PCD(num_steps=20, step_size=0.01, reinit_prob=0.05), False)],
+    "method, expect_right, num_steps",
+    [
+        (None, True, 3000),
+        # plain PCD has lost the light mode (weight ~1e-5) by half that budget
+        (ne.PCD(num_steps=20, step_size=0.01, reinit_prob=0.05), False, 1500),
+    ],
     ids=["default", "plain-PCD"],
 )
-def test_mode_weights(two_modes, method, expect_right):
+def test_mode_weights(two_modes, method, expect_right, num_steps):
     ebm = ne.EBM(
         ne.nn.EnergyMLP(2, (64, 64), rngs=nnx.Rngs(0)),
-        optax.adam(optax.cosine_decay_schedule(1e-3, 3000, 0.1)),
+        optax.adam(optax.cosine_decay_schedule(1e-3, num_steps, 0.1)),
         method=method,
     )
     result = ebm.run(
-        jax.random.key(2), 3000, two_modes, batch_size=128, progress_bar=False
+        jax.random.key(2), num_steps, two_modes, batch_size=128, progress_bar=False
     )
     weight = _mode_weight(result.module)
     if expect_right:
