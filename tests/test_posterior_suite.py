@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import jax
-from numpyro.infer import MCMC
 from numpyro import handlers
+from numpyro.infer import MCMC
 from numpyro.infer.util import log_density
 
 import numpyro_ebm as ne
