@@ -71,7 +71,7 @@ def test_malt_tunes_one_trajectory_length_near_the_chees_optimum(pooled):
     )
     steps = np.asarray(pooled.get_extra_fields(group_by_chain=True)["num_steps"])
     # jittered lengths: ceil(u T / h) steps, equal across chains at each step
-    assert steps.min() >= 1 and len(np.unique(steps)) > 2
+    assert steps.min() >= 1 and len(np.unique(steps)) > 1
     assert np.all(steps == steps[:1])
     step = float(state.adapt_state.step_size[0])
     assert abs(steps.mean() - (0.5 * length / step + 0.5)) < 0.5
