@@ -86,7 +86,20 @@ EXAMPLES = {
 SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
-@pytest.mark.parametrize("script", sorted(EXAMPLES))
+# The two digit-image examples cost 80 s of compilation between them, at any
+# size: they run in `make test-all`. Their parts (SOUL and PGD with energy
+# priors, SVI with an energy prior, importance-sampled likelihoods) are tested
+# in test_mml and test_marginal.
+SLOW_EXAMPLES = {"latent_ebm_prior.py", "vae_digits.py"}
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW_EXAMPLES else name
+        for name in sorted(EXAMPLES)
+    ],
+)
 def test_example_runs(script, tmp_path):
     args = list(EXAMPLES[script])
     if script != "quickstart.py":
