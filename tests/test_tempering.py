@@ -43,6 +43,15 @@ def test_swaps_keep_each_levels_law():
         proposed = np.arange(2) % 2 == parity
         assert np.all(np.asarray(info.is_accepted)[~proposed] == 0)
         assert np.all(np.asarray(info.is_accepted)[proposed].mean(1) > 0.2)
+    # several rounds without moves between them: each a valid swap, the laws
+    # stay, and the energies travel with their states
+    swapped, energy, parity, accept = tempering.swap_rounds(
+        jax.random.key(3), betas, 0.5 * x**2, 0, x, 5
+    )
+    var = np.asarray(swapped.var(axis=1))
+    assert np.all(np.abs(var - 1 / np.asarray(betas)) < bound), var
+    np.testing.assert_allclose(energy, 0.5 * swapped**2, rtol=1e-6)
+    assert int(parity) == 1 and accept.shape == (2, n)
 
 
 def test_a_non_finite_level_is_never_swapped():
@@ -121,6 +130,30 @@ def test_the_ladder_equalises_swap_rates_then_stays_fixed(tempered_mala):
     )
     again.run(jax.random.key(0))
     np.testing.assert_allclose(np.asarray(again.last_state.betas), betas, rtol=1e-5)
+
+
+def test_a_coarse_ladder_warns_with_its_barrier():
+    kernel = ne.ParallelTempering(ne.MALA(bimodal_model), num_temperatures=2)
+    with pytest.warns(RuntimeWarning, match=r"barrier Lambda = 0\.\d+ over 2 levels"):
+        _run(kernel, num_warmup=200, num_samples=10)
+
+
+def test_the_levels_metric_is_left_alone_unless_asked(tempered_mala):
+    # a level's draws span the modes: an adapted variance would be the spread
+    # between them (about 36 here) rather than a mode's (1)
+    inv_mass = np.asarray(
+        tempered_mala.last_state.replicas.adapt_state.inverse_mass_matrix
+    )
+    np.testing.assert_array_equal(inv_mass, 1.0)
+    adapted = _run(
+        ne.ParallelTempering(
+            ne.MALA(bimodal_model), num_temperatures=6, adapt_mass_matrix=True
+        ),
+        num_warmup=300,
+        num_samples=5,
+    )
+    inv_mass = np.asarray(adapted.last_state.replicas.adapt_state.inverse_mass_matrix)
+    assert inv_mass.reshape(4, 6)[:, 0].min() > 3.0, inv_mass
 
 
 def test_any_inner_kernel():

@@ -30,7 +30,7 @@ from jax import random
 
 from numpyro_ebm.core.proposals import MHInfo, metropolis_hastings
 
-__all__ = ["swap_neighbours", "equalise_ladder"]
+__all__ = ["swap_neighbours", "swap_rounds", "equalise_ladder"]
 
 
 def swap_neighbours(rng_key, betas, tempered, parity, states):
@@ -86,6 +86,44 @@ def swap_neighbours(rng_key, betas, tempered, parity, states):
 
     info = MHInfo(decision.accept_prob, swap, decision.diverging)
     return jax.tree.map(exchange, states), info
+
+
+def swap_rounds(rng_key, betas, tempered, parity, states, num_rounds):
+    """``num_rounds`` rounds of :func:`swap_neighbours`, parities alternating.
+
+    Swaps need only ``D`` at the current states, so several rounds between
+    two moves of the levels cost no gradient; states then travel up to
+    ``num_rounds`` levels per move, towards the infinite-swapping limit
+    (Dupuis, Liu, Plattner & Doll 2012). ``tempered`` travels with its
+    states.
+
+    Returns:
+        ``(states, tempered, parity, accept_prob)``: the states and their
+        ``D`` after the rounds, the parity of the next round, and every
+        pair's swap acceptance probability averaged over the rounds, shape
+        ``(L - 1, *batch)``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([[0.0], [1.0], [2.0]])
+        >>> betas = jnp.array([1.0, 0.5, 0.25])
+        >>> out = swap_rounds(jax.random.key(0), betas, jnp.zeros(3), 0, x, 2)
+        >>> out[0][:, 0].tolist(), int(out[2])  # 0 climbs two levels
+        ([1.0, 2.0, 0.0], 0)
+    """
+
+    def one_round(carry, key):
+        states, tempered, parity = carry
+        (states, tempered), info = swap_neighbours(
+            key, betas, tempered, parity, (states, tempered)
+        )
+        return (states, tempered, 1 - parity), info.accept_prob
+
+    parity = jnp.asarray(parity, jnp.int32)
+    (states, tempered, parity), accept = jax.lax.scan(
+        one_round, (states, tempered, parity), random.split(rng_key, num_rounds)
+    )
+    return states, tempered, parity, jnp.mean(accept, axis=0)
 
 
 def equalise_ladder(betas, rejection):

@@ -1,7 +1,10 @@
 """Parallel tempering (replica exchange) around any kernel of the package."""
 
 import copy
+import warnings
 from collections import namedtuple
+
+import numpy as np
 
 import jax
 import jax.numpy as jnp
@@ -60,29 +63,46 @@ class ParallelTempering(MCMCKernel):
     After every transition neighbouring levels propose to swap their states,
     accepted with probability ``min(1, exp((beta_l - beta_{l+1}) (U(x_l) -
     U(x_{l+1}))))``, even pairs and odd pairs in turn: the deterministic
-    even-odd scheme, whose states travel the ladder in ``O(L)`` iterations
-    (non-reversible parallel tempering, Syed et al. 2022). The draws are the
-    ``beta = 1`` level's.
+    even-odd scheme, whose states travel the ladder in ``O(L)`` rounds
+    rather than ``O(L^2)`` (non-reversible parallel tempering, Syed et al.
+    2022). Swaps need no gradient, so ``num_swap_rounds`` rounds follow each
+    transition (``L`` by default: a state can cross the whole ladder
+    between two transitions, towards the infinite-swapping limit of Dupuis
+    et al. 2012). The draws are the ``beta = 1`` level's.
 
-    Warm-up adapts each level's inner kernel alone (its step size and mass
-    matrix fit its temperature) and, during its first half, spaces the inner
-    levels so that every pair has the same swap rejection rate (the optimal
-    spacing of that scheme); the ladder is fixed afterwards, so sampling is
-    exact for an exact inner kernel. Each iteration costs ``L`` inner
-    transitions. ``min_inverse_temperature`` must flatten the target enough
-    for the modes to connect (a Gaussian mode's width grows as
-    ``beta^(-1/2)``), and the whole potential is tempered, so its tempered
-    law must stay proper (true of targets with Gaussian or lighter tails).
+    Warm-up tunes each level's inner kernel alone (its step size fits its
+    temperature) and, during its first half, spaces the inner levels so that
+    every pair has the same swap rejection rate (the optimal spacing of that
+    scheme); the ladder is fixed afterwards, so sampling is exact for an
+    exact inner kernel. At the end of warm-up a pair rejecting over half its
+    swaps raises a warning with the barrier ``Lambda`` (the sum of the
+    rejection rates) and the number of levels it needs (about ``2 Lambda``).
+    The levels' mass matrices are not adapted by default: a level's draws
+    visit several modes, and their spread between modes would inflate the
+    metric (on two 5-d modes 13 sd apart, the cold level's step size fell
+    from 0.72 to 0.085).
+
+    Each iteration costs ``L`` inner transitions. ``min_inverse_temperature``
+    must flatten the target enough for the modes to connect (a Gaussian
+    mode's width grows as ``beta^(-1/2)``), and the whole potential is
+    tempered, so its tempered law must stay proper (true of targets with
+    Gaussian or lighter tails). Mode weights are the slowest quantity to
+    mix: check the effective sample size of a mode indicator, not only of
+    the coordinates.
 
     :param inner_kernel: a kernel of this package (``ne.MALA(model)``,
-        ``ne.RWMH(model)``, ``ne.MALT(model)``, ...), built with ``model`` or
-        ``potential_fn``; its chains are adapted per level
-        (``pool_chains`` is ignored).
+        ``ne.RWMH(model)``, ...), built with ``model`` or ``potential_fn``;
+        its chains are adapted per level (``pool_chains`` is ignored).
     :param int num_temperatures: levels ``L`` (at least 2).
     :param float min_inverse_temperature: ``beta`` of the hottest level, in
         (0, 1); the starting ladder is geometric from it to 1.
     :param bool adapt_ladder: equalise the swap rejection rates during the
         first half of the warm-up.
+    :param int num_swap_rounds: swap rounds after each transition (default
+        ``L``).
+    :param bool adapt_mass_matrix: let the inner kernel adapt its mass
+        matrix at every level as it is configured to (default: only its
+        step size is tuned, from its initial ``inverse_mass_matrix``).
 
     **Example**
 
@@ -109,15 +129,19 @@ class ParallelTempering(MCMCKernel):
     2. Geyer (1991), *Markov chain Monte Carlo maximum likelihood*.
     3. Syed, Bouchard-Côté, Deligiannidis & Doucet (2022), *Non-reversible
        parallel tempering: a scalable highly parallel MCMC scheme*, JRSS B 84.
+    4. Dupuis, Liu, Plattner & Doll (2012), *On the infinite swapping limit
+       for parallel tempering*, Multiscale Model. Simul. 10.
     """
 
     def __init__(
         self,
         inner_kernel,
         *,
-        num_temperatures=8,
+        num_temperatures=16,
         min_inverse_temperature=0.01,
         adapt_ladder=True,
+        num_swap_rounds=None,
+        adapt_mass_matrix=False,
     ):
         if not isinstance(inner_kernel, LangevinKernelBase):
             raise ValueError(
@@ -135,10 +159,17 @@ class ParallelTempering(MCMCKernel):
             )
         inner = copy.copy(inner_kernel)
         inner._pool_chains = False  # levels adapt alone
+        if not adapt_mass_matrix:
+            inner._adapt_mass_matrix = False
         self._inner = inner
         self._num_temperatures = num_temperatures
         self._min_beta = float(beta)
         self._adapt_ladder = bool(adapt_ladder)
+        if num_swap_rounds is None:
+            num_swap_rounds = num_temperatures
+        self._num_swap_rounds = validation.positive_integer(
+            "num_swap_rounds", num_swap_rounds
+        )
         self._num_warmup = 0
         self._num_chains = None
 
@@ -217,6 +248,18 @@ class ParallelTempering(MCMCKernel):
         )
         return state if vectorized else _unbatch(state)
 
+    def _check_ladder(self, i, rejection):
+        """Warn at the end of warm-up when a pair rejects over half its swaps
+        (fewer levels than twice the barrier ``Lambda``, the sum of the
+        rejection rates: Syed et al. 2022)."""
+        if self._num_warmup < 20:
+            return
+        jax.lax.cond(
+            (i == self._num_warmup) & (jnp.max(rejection) > MAX_REJECTION),
+            lambda: jax.debug.callback(_warn_ladder, rejection),
+            lambda: None,
+        )
+
     # ---------------------------------------------------------------- sample
     def sample(self, state, model_args, model_kwargs):
         vectorized = self._num_chains is not None
@@ -233,27 +276,25 @@ class ParallelTempering(MCMCKernel):
         raw_grad = _scaled(replicas.z_grad, 1.0 / scale)
         leading = lambda x: jnp.swapaxes(_levels(x, num_chains), 0, 1)  # noqa: E731
         keys = jax.vmap(random.split)(state.rng_key)
-        swapped, info = tempering.swap_neighbours(
+        (z, raw_grad), raw_pe, parity, swap_prob = tempering.swap_rounds(
             keys[0, 0],
             betas,
             leading(raw_pe),
             state.parity,
-            jax.tree.map(leading, (replicas.z, raw_pe, raw_grad)),
+            jax.tree.map(leading, (replicas.z, raw_grad)),
+            self._num_swap_rounds,
         )
         flat = lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])  # noqa: E731
-        z, raw_pe, raw_grad = jax.tree.map(flat, swapped)
+        z, raw_pe, raw_grad = jax.tree.map(flat, (z, raw_pe, raw_grad))
         replicas = replicas._replace(
             z=z, potential_energy=scale * raw_pe, z_grad=_scaled(raw_grad, scale)
         )
 
         i = state.i[0]
-        swap_prob = jnp.mean(info.accept_prob, axis=1)  # per pair, over chains
-        rejection = state.rejection
+        pair_prob = jnp.mean(swap_prob, axis=1)  # per pair, over chains
+        rejection = 0.95 * state.rejection + 0.05 * (1.0 - pair_prob)
         if self._adapt_ladder:
             adapting = i < self._num_warmup // 2
-            rejection = jnp.where(
-                adapting, 0.95 * rejection + 0.05 * (1.0 - swap_prob), rejection
-            )
             betas = jnp.where(
                 adapting, tempering.equalise_ladder(betas, rejection), betas
             )
@@ -263,6 +304,7 @@ class ParallelTempering(MCMCKernel):
                 potential_energy=new_scale * raw_pe,
                 z_grad=_scaled(raw_grad, new_scale),
             )
+        self._check_ladder(i + 1, rejection)
         cold = lambda x: _levels(x, num_chains)[:, 0]  # noqa: E731
         self._inner._check_health(i + 1, replicas)
         state = TemperingState(
@@ -271,14 +313,32 @@ class ParallelTempering(MCMCKernel):
             cold(raw_pe),
             cold(replicas.accept_prob),
             cold(replicas.diverging),
-            jnp.min(info.accept_prob, axis=0),
+            jnp.min(swap_prob, axis=0),
             betas,
-            1 - state.parity,
+            parity,
             rejection,
             replicas,
             keys[:, 1],
         )
         return state if vectorized else _unbatch(state)
+
+
+MAX_REJECTION = 0.5
+
+
+def _warn_ladder(rejection):
+    rejection = np.asarray(rejection, np.float64)
+    barrier = float(rejection.sum())
+    levels = len(rejection) + 1
+    warnings.warn(
+        f"ParallelTempering: after warm-up the swap rejection rate between "
+        f"neighbouring levels reaches {rejection.max():.2f} (communication "
+        f"barrier Lambda = {barrier:.2f} over {levels} levels): states seldom "
+        "travel the whole ladder, and mode weights mix slowly. Use "
+        f"num_temperatures of at least {int(np.ceil(2 * barrier)) + 1}.",
+        RuntimeWarning,
+        stacklevel=2,
+    )
 
 
 def _levels(x, num_chains):
