@@ -170,8 +170,12 @@ def obabo_step(
     *,
     adjusted=False,
 ):
-    """One kinetic Langevin step ``O B A B O``: ``(new_state, energy_error,
-    finite)``; ``energy_error`` is that of the leapfrog part.
+    """One kinetic Langevin step ``O B A B O``: ``(new_state, info,
+    energy_error)``; ``energy_error`` is that of the leapfrog part, and
+    ``info`` an :class:`~numpyro_ebm.core.proposals.MHInfo` whose
+    ``accept_prob`` is ``min(1, exp(-energy_error))`` (what an adjusted step
+    accepts with), ``is_accepted`` whether the leapfrog move was kept, and
+    ``diverging`` whether it was not finite.
 
     ``friction`` is ``gamma``; each ``O`` half-step damps the momentum by
     ``exp(-gamma h / 2)``. A non-finite step is not taken (the position is
@@ -184,9 +188,9 @@ def obabo_step(
         >>> import jax, jax.numpy as jnp
         >>> U = lambda x: 0.5 * jnp.sum(x**2)
         >>> s = init(jax.random.key(0), jnp.ones(2), U)
-        >>> new, _, finite = obabo_step(jax.random.key(1), s, U, 0.1, 1.0)
-        >>> new.position.shape, bool(finite)
-        ((2,), True)
+        >>> new, info, _ = obabo_step(jax.random.key(1), s, U, 0.1, 1.0)
+        >>> new.position.shape, bool(info.is_accepted), bool(info.diverging)
+        ((2,), True, False)
     """
     key_first, key_accept, key_last = random.split(rng_key, 3)
     damping = jnp.exp(-0.5 * friction * step_size)
@@ -197,7 +201,7 @@ def obabo_step(
     flipped = start._replace(momentum=jnp.where(finite, -1.0, 1.0) * start.momentum)
     moved = select(keep, moved, flipped)
     moved = moved._replace(momentum=refresh(key_last, moved.momentum, damping))
-    return moved, energy_error, finite
+    return moved, decision._replace(is_accepted=keep), energy_error
 
 
 def kinetic_trajectory(
@@ -226,10 +230,10 @@ def kinetic_trajectory(
 
     def body(i, carry):
         state, total, finite = carry
-        new, error, ok = obabo_step(
+        new, info, error = obabo_step(
             random.fold_in(rng_key, i), state, potential_fn, step_size, friction, metric
         )
-        ok = ok & finite
+        ok = ~info.diverging & finite
         new = select(ok, new, state)
         return new, total + jnp.where(ok, error, 0.0), ok
 
@@ -256,9 +260,9 @@ def malt_step(
     leapfrog steps, ``num_steps = 1`` is MALA with step ``h^2 / 2``.
 
     Returns ``(new_state, info, proposal)``, ``proposal`` the trajectory's end
-    (what trajectory-length adaptation looks at). A rejected trajectory leaves
-    the position where it was (its momentum is drawn afresh at the next step
-    anyway).
+    (what trajectory-length adaptation looks at). The momentum of ``state``
+    is not used (it may be ``None``): each trajectory draws its own. A
+    rejected trajectory leaves the position where it was.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -269,7 +273,8 @@ def malt_step(
         True
     """
     key_momentum, key_path, key_accept = random.split(rng_key, 3)
-    start = state._replace(momentum=refresh(key_momentum, state.momentum, 0.0))
+    flat, _ = ravel_pytree(state.position)
+    start = state._replace(momentum=random.normal(key_momentum, flat.shape, flat.dtype))
     end, info = kinetic_trajectory(
         key_path, start, potential_fn, step_size, friction, num_steps, metric
     )

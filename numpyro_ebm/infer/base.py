@@ -550,10 +550,7 @@ class LangevinKernelBase(MCMCKernel):
             step_size = jnp.where(in_warmup, adapt_state.step_size, step_size)
         adapt_state = adapt_state._replace(step_size=step_size)
         itr = i + 1
-        n = jnp.where(in_warmup, itr, itr - self._num_warmup)
-        mean_accept_prob = (
-            state.mean_accept_prob + (info.accept_prob - state.mean_accept_prob) / n
-        )
+        mean_accept_prob = self._mean_accept_prob(state, info)
         num_diverging = jnp.where(i == self._num_warmup, 0, state.num_diverging)
         num_diverging = num_diverging + info.diverging
         return state._replace(
@@ -569,6 +566,13 @@ class LangevinKernelBase(MCMCKernel):
             rng_key=rng_key,
             **updates,
         )
+
+    def _mean_accept_prob(self, state, info):
+        """The running mean acceptance of the current phase, this iteration's
+        included."""
+        itr = state.i + 1
+        n = jnp.where(state.i < self._num_warmup, itr, itr - self._num_warmup)
+        return state.mean_accept_prob + (info.accept_prob - state.mean_accept_prob) / n
 
     def _sample_one(self, state, potential_fn):
         """One chain, adapted alone."""
@@ -642,10 +646,7 @@ class LangevinKernelBase(MCMCKernel):
             if num_chains >= 3 and ends.size:
                 restart = (i < self._num_warmup) & jnp.any(i == ends)
 
-                # acceptance so far in warm-up, this iteration's included
-                accept = state.mean_accept_prob + (
-                    info.accept_prob - state.mean_accept_prob
-                ) / (i + 1)
+                accept = self._mean_accept_prob(state, info)  # so far in warm-up
 
                 def move_stragglers(arrays):
                     key = random.fold_in(rng_key[0], 2)

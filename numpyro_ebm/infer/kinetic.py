@@ -9,7 +9,6 @@ from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_ebm.core import kinetic, validation
 from numpyro_ebm.core.metrics import Metric
-from numpyro_ebm.core.proposals import MHInfo
 from numpyro_ebm.infer import adaptation
 from numpyro_ebm.infer.base import KernelState, LangevinKernelBase
 from numpyro_ebm.infer.kernels import _COMMON_PARAMS, _POOL_PARAM
@@ -188,10 +187,9 @@ class MALT(LangevinKernelBase):
         step_size = state.adapt_state.step_size
         num_steps = num_steps_fn(state.i, step_size, state.trajectory)
         friction = self._friction
-        flat = ravel_pytree(state.z)[0]
         new, info, proposal = kinetic.malt_step(
             rng_key,
-            _kinetic_state(state, jnp.zeros_like(flat)),
+            _kinetic_state(state, None),
             potential_fn,
             step_size,
             friction,
@@ -352,7 +350,7 @@ class UnderdampedLangevin(LangevinKernelBase):
                 step_size = state.adapt_state.step_size
             else:
                 step_size = jnp.where(adjusted, state.adapt_state.step_size, step_size)
-        new, energy_error, finite = kinetic.obabo_step(
+        new, info, _ = kinetic.obabo_step(
             rng_key,
             _kinetic_state(state, state.momentum),
             potential_fn,
@@ -361,10 +359,6 @@ class UnderdampedLangevin(LangevinKernelBase):
             metric,
             adjusted=adjusted,
         )
-        accept_prob = jnp.where(finite, jnp.exp(jnp.minimum(-energy_error, 0.0)), 0.0)
-        accept_prob = jnp.where(jnp.isnan(accept_prob), 0.0, accept_prob)
-        moved = jnp.any(ravel_pytree(new.position)[0] != ravel_pytree(state.z)[0])
-        info = MHInfo(accept_prob, moved, ~finite)
         return (
             new.position,
             new.potential_energy,
