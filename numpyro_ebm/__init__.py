@@ -24,6 +24,7 @@ from numpyro_ebm.infer import (
     KernelState,
     ParallelTempering,
     UnderdampedLangevin,
+    parallel_chains,
 )
 from numpyro_ebm.learn import (
     CD,
@@ -79,6 +80,7 @@ __all__ = [
     "MALT",
     "UnderdampedLangevin",
     "ParallelTempering",
+    "parallel_chains",
     "RWMH",
     "AnnealedLangevin",
     "KernelState",

@@ -1,6 +1,7 @@
 """NumPyro skins: MCMC kernels built on the functional core."""
 
 from numpyro_ebm.infer.base import KernelState
+from numpyro_ebm.infer.chains import parallel_chains
 from numpyro_ebm.infer.kernels import MALA, RWMH, ULA, AnnealedLangevin
 from numpyro_ebm.infer.kinetic import MALT, UnderdampedLangevin
 from numpyro_ebm.infer.tempering import ParallelTempering
@@ -14,4 +15,5 @@ __all__ = [
     "MALT",
     "UnderdampedLangevin",
     "ParallelTempering",
+    "parallel_chains",
 ]

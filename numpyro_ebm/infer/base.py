@@ -3,7 +3,8 @@
 Subclasses only say how one transition is made (``_transition``) from the
 functional core; everything NumPyro needs — ``model=`` or ``potential_fn=``,
 constrained sites, ``chain_method="vectorized"``, warm-up adaptation (NumPyro's
-windowed scheme, pooled over vectorized chains: :mod:`numpyro_ebm.infer.adaptation`),
+windowed scheme, pooled over vectorized chains, or over devices under
+:func:`~numpyro_ebm.parallel_chains`: :mod:`numpyro_ebm.infer.adaptation`),
 diagnostics — lives here.
 """
 
@@ -26,7 +27,7 @@ from numpyro.util import identity, is_prng_key, not_jax_tracer
 
 from numpyro_ebm.core import schedules, validation
 from numpyro_ebm.core.metrics import Metric
-from numpyro_ebm.infer import adaptation
+from numpyro_ebm.infer import adaptation, chains
 
 __all__ = ["KernelState"]
 
@@ -350,6 +351,19 @@ class LangevinKernelBase(MCMCKernel):
                 **extras,
             )
 
+        pooling = self._pool_chains and self._adapting()
+        if not vectorized and pooling and chains.axis_is_bound():
+            # one chain per member of the named chain axis (chain_method=
+            # ne.parallel_chains): the shared state starts from chain 0's, as
+            # for vectorized chains, and every member holds the same copy
+            first = chains.first_chain
+            key0, one0 = first(rng_key), jax.tree.map(first, init_params)
+            shared = adapt_init(random.fold_in(key0, 1), one0)
+            extras = self._init_extras(random.fold_in(key0, 2), one0, size, shared)
+            common = {name: extras[name] for name in self._shared_fields}
+            self._sample_fn = self._collective_sampler(size)
+            return init_one(rng_key, init_params, pe, grad, shared, common)
+
         if not vectorized:
 
             def single(state, model_args, model_kwargs):
@@ -363,7 +377,7 @@ class LangevinKernelBase(MCMCKernel):
             return init_one(rng_key, init_params, pe, grad)
 
         num_chains = pe.shape[0]
-        if self._pool_chains and num_chains > 1 and self._adapting():
+        if pooling and num_chains > 1:
             # one adaptation state for all chains; its step size carries a
             # chain axis (equal entries) so that NumPyro can collect it
             shared = adapt_init(random.fold_in(rng_key[0], 1), one)
@@ -393,8 +407,9 @@ class LangevinKernelBase(MCMCKernel):
         self._sample_fn = per_chain
         return jax.vmap(init_one)(rng_key, init_params, pe, grad)
 
-    def _check_health(self, i, state):
-        """Warn from inside the compiled loop when the chains are stuck.
+    def _check_health(self, i, state, report=True):
+        """Warn from inside the compiled loop when the chains are stuck
+        (``report``: whether this chain reports, e.g. one device of several).
 
         Checked at the end of warm-up and after 100, 1000, 10^4, 10^5 sampling
         iterations: a mean acceptance probability under 0.01 (a step far too
@@ -405,6 +420,7 @@ class LangevinKernelBase(MCMCKernel):
         since = i - num_warmup
         milestones = jnp.asarray([100, 1000, 10_000, 100_000])
         check = ((i == num_warmup) & (num_warmup >= 20)) | jnp.any(since == milestones)
+        check = check & report
 
         def emit(i, accept, num_diverging):
             i, accept = int(i), float(np.mean(accept))
@@ -475,7 +491,12 @@ class LangevinKernelBase(MCMCKernel):
             return pe
 
         return jax.pure_callback(
-            check, jax.ShapeDtypeStruct(pe.shape, pe.dtype), pe, pe_finite, grad_finite
+            check,
+            jax.ShapeDtypeStruct(pe.shape, pe.dtype),
+            pe,
+            pe_finite,
+            grad_finite,
+            vmap_method="sequential",
         )
 
     # ---------------------------------------------------------------- sample
@@ -668,6 +689,60 @@ class LangevinKernelBase(MCMCKernel):
             return state
 
         return pooled
+
+    def _collective_sampler(self, size):
+        """One chain per member of the named chain axis, sharing one
+        adaptation through collectives: what :meth:`_pooled_sampler` does
+        for a batch of chains, with the batch gathered from every member.
+        Each member computes the same shared update from the same gathered
+        draws, so their copies stay equal."""
+        ends = adaptation.restart_times(self._num_warmup)
+
+        def collective(state, model_args, model_kwargs):
+            potential_fn = self.get_potential_fn(model_args, model_kwargs)
+            rng_key, z, pe, grad, info, step_size, extra = self._move(
+                state, potential_fn
+            )
+            i = state.i
+            everyone = chains.gather((state.z, z, pe, grad, extra, info))
+            start_all, z_all, pe_all, grad_all, extra_all, info_all = everyone
+            num_chains = pe_all.shape[0]
+            used = state.adapt_state
+            shared = self._adapt(i, info_all.accept_prob, z_all, used)
+            updates = self._updates(extra)
+            updates.update(
+                self._adapt_extras(
+                    i, start_all, extra_all, info_all, used, shared, state
+                )
+            )
+            if num_chains >= 3 and ends.size:
+                restart = (i < self._num_warmup) & jnp.any(i == ends)
+                accept = chains.gather(self._mean_accept_prob(state, info))
+
+                def move_stragglers(arrays):
+                    key = random.fold_in(chains.first_chain(rng_key), 2)
+                    moved, _ = adaptation.restart_stragglers(
+                        key, arrays[1], accept, size, *arrays
+                    )
+                    return chains.own(moved)
+
+                z, pe, grad = jax.lax.cond(
+                    restart,
+                    move_stragglers,
+                    lambda _: (z, pe, grad),
+                    (z_all, pe_all, grad_all),
+                )
+            state = self._finish(
+                state, rng_key, z, pe, grad, info, step_size, shared, updates
+            )
+            health = state._replace(
+                mean_accept_prob=chains.gather(state.mean_accept_prob),
+                num_diverging=chains.gather(state.num_diverging),
+            )
+            self._check_health(state.i, health, report=chains.index() == 0)
+            return state
+
+        return collective
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."

@@ -14,7 +14,8 @@ from numpyro_ebm.infer.base import LangevinKernelBase
 __all__ = ["ULA", "MALA", "RWMH", "AnnealedLangevin"]
 
 _POOL_PARAM = """
-    :param bool pool_chains: with ``chain_method="vectorized"``, adapt one
+    :param bool pool_chains: with ``chain_method="vectorized"`` or
+        ``chain_method=ne.parallel_chains`` (one chain per device), adapt one
         step size (dual averaging on the chains' mean acceptance) and one mass
         matrix (from every chain's warm-up draws) for all chains, and move
         chains stuck far from the others to other chains' states at the
@@ -22,8 +23,9 @@ _POOL_PARAM = """
         (:mod:`numpyro_ebm.infer.adaptation`). More
         chains then give a better adaptation in the same warm-up, and
         ``last_state.adapt_state`` holds one mass matrix for all chains.
-        ``False`` adapts each chain alone, as sequential and parallel chains
-        always do."""
+        ``False`` adapts each chain alone, as ``"sequential"`` and
+        ``"parallel"`` chains always do (NumPyro's ``pmap`` names no axis
+        through which chains could share)."""
 
 _COMMON_PARAMS = """
     :param model: Python callable containing NumPyro primitives. Its latent
