@@ -361,7 +361,7 @@ class LangevinKernelBase(MCMCKernel):
             shared = adapt_init(random.fold_in(key0, 1), one0)
             extras = self._init_extras(random.fold_in(key0, 2), one0, size, shared)
             common = {name: extras[name] for name in self._shared_fields}
-            self._sample_fn = self._collective_sampler(size)
+            self._sample_fn = self._pooled_sampler(size)
             return init_one(rng_key, init_params, pe, grad, shared, common)
 
         if not vectorized:
@@ -636,13 +636,20 @@ class LangevinKernelBase(MCMCKernel):
             state, rng_key, z, pe, grad, info, step_size, adapt_state, updates
         )
 
-    def _pooled_sampler(self, size, num_chains):
-        """Vectorized chains sharing one adaptation: one step size tuned on
-        their mean acceptance, one mass matrix from all their draws, and
-        stragglers moved to other chains' states at the window ends of the
-        warm-up's first half (with three chains or more)."""
+    def _pooled_sampler(self, size, num_chains=None):
+        """Chains sharing one adaptation: one step size tuned on their mean
+        acceptance, one mass matrix from all their draws, and stragglers
+        moved to other chains' states at the window ends of the warm-up's
+        first half (with three chains or more).
+
+        ``num_chains`` vectorized chains form the batch; with ``None``, each
+        call runs one chain of those mapped over the named chain axis
+        (:func:`~numpyro_ebm.parallel_chains`), and the batch is gathered
+        from every member, each of which computes the same shared update."""
         ends = adaptation.restart_times(self._num_warmup)
-        # each chain's own step size, the shared rest of the adaptation
+        collective = num_chains is None
+        # vectorized: each chain's own step size, the shared rest of the
+        # adaptation
         axes = self._state_type(
             *(0,) * 8,
             HMCAdaptState(0, None, None, None, None, None, None, None),
@@ -652,62 +659,24 @@ class LangevinKernelBase(MCMCKernel):
                 for name in self._state_type._fields[len(KernelState._fields) :]
             },
         )
+        gather = chains.gather if collective else identity
+        own = chains.own if collective else identity
 
         def pooled(state, model_args, model_kwargs):
             potential_fn = self.get_potential_fn(model_args, model_kwargs)
-            move = jax.vmap(lambda s: self._move(s, potential_fn), in_axes=(axes,))
-            rng_key, z, pe, grad, info, step_size, extra = move(state)
-            i = state.i[0]
-            used = state.adapt_state._replace(step_size=state.adapt_state.step_size[0])
-            shared = self._adapt(i, info.accept_prob, z, used)
-            updates = self._updates(extra)
-            updates.update(
-                self._adapt_extras(i, state.z, extra, info, used, shared, state)
-            )
-            if num_chains >= 3 and ends.size:
-                restart = (i < self._num_warmup) & jnp.any(i == ends)
-
-                accept = self._mean_accept_prob(state, info)  # so far in warm-up
-
-                def move_stragglers(arrays):
-                    key = random.fold_in(rng_key[0], 2)
-                    moved, _ = adaptation.restart_stragglers(
-                        key, arrays[1], accept, size, *arrays
-                    )
-                    return moved
-
-                z, pe, grad = jax.lax.cond(
-                    restart, move_stragglers, identity, (z, pe, grad)
+            if collective:
+                moved = self._move(state, potential_fn)
+                i, used = state.i, state.adapt_state
+            else:
+                move = jax.vmap(lambda s: self._move(s, potential_fn), in_axes=(axes,))
+                moved = move(state)
+                i = state.i[0]
+                used = state.adapt_state._replace(
+                    step_size=state.adapt_state.step_size[0]
                 )
-            shared = shared._replace(
-                step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
-            )
-            state = self._finish(
-                state, rng_key, z, pe, grad, info, step_size, shared, updates
-            )
-            self._check_health(state.i[0], state)
-            return state
-
-        return pooled
-
-    def _collective_sampler(self, size):
-        """One chain per member of the named chain axis, sharing one
-        adaptation through collectives: what :meth:`_pooled_sampler` does
-        for a batch of chains, with the batch gathered from every member.
-        Each member computes the same shared update from the same gathered
-        draws, so their copies stay equal."""
-        ends = adaptation.restart_times(self._num_warmup)
-
-        def collective(state, model_args, model_kwargs):
-            potential_fn = self.get_potential_fn(model_args, model_kwargs)
-            rng_key, z, pe, grad, info, step_size, extra = self._move(
-                state, potential_fn
-            )
-            i = state.i
-            everyone = chains.gather((state.z, z, pe, grad, extra, info))
+            rng_key, z, pe, grad, info, step_size, extra = moved
+            everyone = gather((state.z, z, pe, grad, extra, info))
             start_all, z_all, pe_all, grad_all, extra_all, info_all = everyone
-            num_chains = pe_all.shape[0]
-            used = state.adapt_state
             shared = self._adapt(i, info_all.accept_prob, z_all, used)
             updates = self._updates(extra)
             updates.update(
@@ -715,16 +684,16 @@ class LangevinKernelBase(MCMCKernel):
                     i, start_all, extra_all, info_all, used, shared, state
                 )
             )
-            if num_chains >= 3 and ends.size:
+            if pe_all.shape[0] >= 3 and ends.size:
                 restart = (i < self._num_warmup) & jnp.any(i == ends)
-                accept = chains.gather(self._mean_accept_prob(state, info))
+                accept = gather(self._mean_accept_prob(state, info))  # in warm-up
 
                 def move_stragglers(arrays):
-                    key = random.fold_in(chains.first_chain(rng_key), 2)
+                    key = random.fold_in(gather(rng_key)[0], 2)
                     moved, _ = adaptation.restart_stragglers(
                         key, arrays[1], accept, size, *arrays
                     )
-                    return chains.own(moved)
+                    return own(moved)
 
                 z, pe, grad = jax.lax.cond(
                     restart,
@@ -732,17 +701,22 @@ class LangevinKernelBase(MCMCKernel):
                     lambda _: (z, pe, grad),
                     (z_all, pe_all, grad_all),
                 )
+            if not collective:
+                shared = shared._replace(
+                    step_size=jnp.broadcast_to(shared.step_size, (num_chains,))
+                )
             state = self._finish(
                 state, rng_key, z, pe, grad, info, step_size, shared, updates
             )
             health = state._replace(
-                mean_accept_prob=chains.gather(state.mean_accept_prob),
-                num_diverging=chains.gather(state.num_diverging),
+                mean_accept_prob=gather(state.mean_accept_prob),
+                num_diverging=gather(state.num_diverging),
             )
-            self._check_health(state.i, health, report=chains.index() == 0)
+            report = chains.index() == 0 if collective else True
+            self._check_health(i + 1, health, report)
             return state
 
-        return collective
+        return pooled
 
     def sample(self, state, model_args, model_kwargs):
         assert self._sample_fn is not None, "`init` must be called before `sample`."
