@@ -1,9 +1,9 @@
 """NumPyro skins: MCMC kernels built on the functional core."""
 
 from numpyro_ebm.infer.base import KernelState
-from numpyro_ebm.infer.chains import parallel_chains
 from numpyro_ebm.infer.kernels import MALA, RWMH, ULA, AnnealedLangevin
 from numpyro_ebm.infer.kinetic import MALT, UnderdampedLangevin
+from numpyro_ebm.infer.parallel import parallel_chains
 from numpyro_ebm.infer.tempering import ParallelTempering
 
 __all__ = [

@@ -27,7 +27,7 @@ from numpyro.util import identity, is_prng_key, not_jax_tracer
 
 from numpyro_ebm.core import schedules, validation
 from numpyro_ebm.core.metrics import Metric
-from numpyro_ebm.infer import adaptation, chains
+from numpyro_ebm.infer import adaptation, parallel
 
 __all__ = ["KernelState"]
 
@@ -352,11 +352,11 @@ class LangevinKernelBase(MCMCKernel):
             )
 
         pooling = self._pool_chains and self._adapting()
-        if not vectorized and pooling and chains.axis_is_bound():
+        if not vectorized and pooling and parallel.axis_is_bound():
             # one chain per member of the named chain axis (chain_method=
             # ne.parallel_chains): the shared state starts from chain 0's, as
             # for vectorized chains, and every member holds the same copy
-            first = chains.first_chain
+            first = parallel.first_chain
             key0, one0 = first(rng_key), jax.tree.map(first, init_params)
             shared = adapt_init(random.fold_in(key0, 1), one0)
             extras = self._init_extras(random.fold_in(key0, 2), one0, size, shared)
@@ -659,8 +659,8 @@ class LangevinKernelBase(MCMCKernel):
                 for name in self._state_type._fields[len(KernelState._fields) :]
             },
         )
-        gather = chains.gather if collective else identity
-        own = chains.own if collective else identity
+        gather = parallel.gather if collective else identity
+        own = parallel.own if collective else identity
 
         def pooled(state, model_args, model_kwargs):
             potential_fn = self.get_potential_fn(model_args, model_kwargs)
@@ -712,7 +712,7 @@ class LangevinKernelBase(MCMCKernel):
                 mean_accept_prob=gather(state.mean_accept_prob),
                 num_diverging=gather(state.num_diverging),
             )
-            report = chains.index() == 0 if collective else True
+            report = parallel.index() == 0 if collective else True
             self._check_health(i + 1, health, report)
             return state
 
