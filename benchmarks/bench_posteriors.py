@@ -22,7 +22,9 @@ many draws as NUTS's total leaves (a row marked ``gradients``).
 ``ne.ParallelTempering`` runs once, with four times the draws
 (``DRAWS_FACTOR``), as mode weights mix slowly.
 
-Samplers: ``ne.MALA`` and ``ne.MALT`` (diagonal and dense mass), ``ne.ULA``,
+Samplers: every kernel of the package but ``ne.AnnealedLangevin`` (a
+schedule without adaptation, for MAP search and tempering): ``ne.MALA`` and
+``ne.MALT`` (diagonal and dense mass), ``ne.ULA``,
 ``ne.UnderdampedLangevin``, ``ne.RWMH``, ``ne.ParallelTempering`` around MALA
 (on the multimodal posteriors; its 16 levels cost 16 gradients per
 iteration);
