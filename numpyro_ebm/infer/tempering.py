@@ -42,12 +42,14 @@ State of :class:`ParallelTempering` (a :func:`~collections.namedtuple`):
 - **accept_prob** - the inner kernel's acceptance probability at ``beta = 1``.
 - **diverging** - its last proposal was not finite.
 - **swap_accept** - the lowest swap acceptance probability over the
-  neighbouring pairs at this iteration.
+  neighbouring pairs at this iteration (each pair's averaged over the
+  iteration's swap rounds).
 - **betas** - the inverse temperatures ``(L,)``, decreasing from 1 (shared by
   all chains).
 - **parity** - which pairs ``(l, l + 1)`` (``l % 2 == parity``) propose swaps
   at the next iteration.
-- **rejection** - moving average of each pair's swap rejection rate, ``(L - 1,)``.
+- **rejection** - moving average of each pair's swap rejection rate, ``(L - 1,)``
+  (weight 0.05 per iteration), kept through warm-up and sampling.
 - **replicas** - the inner kernel's state for every level (leading axis
   ``L``, or ``chains x L`` for vectorized chains).
 - **rng_key** - random key for the swaps.
