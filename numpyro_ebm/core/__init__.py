@@ -8,6 +8,7 @@ from numpyro_ebm.core import (
     proposals,
     rwmh,
     schedules,
+    sde,
     tempering,
     validation,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "proposals",
     "rwmh",
     "schedules",
+    "sde",
     "tempering",
     "validation",
     "ChainsInfo",

@@ -1,0 +1,90 @@
+"""The forward SDEs' closed-form marginals: the moment equations of a linear
+SDE hold exactly (automatic differentiation), the marginals match an
+Euler-Maruyama simulation, and the priors are what the marginals reach."""
+
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from numpyro_ebm.core import sde as sdes
+
+SDES = {
+    "ve": sdes.ve_sde(0.01, 50.0),
+    "vp": sdes.vp_sde(0.1, 20.0),
+    "subvp": sdes.subvp_sde(0.1, 20.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_marginals_solve_the_moment_equations(name):
+    # dx = a x dt + g dW: mean' = a mean, (std^2)' = 2 a std^2 + g^2
+    sde = SDES[name]
+    for t in np.linspace(0.05, 1.0, 8):
+        t = jnp.asarray(t)
+        mean_dot = jax.grad(lambda s: sde.marginal(s)[0])(t)
+        var_dot = jax.grad(lambda s: sde.marginal(s)[1] ** 2)(t)
+        mean, std = sde.marginal(t)
+        a, g = sde.drift_coefficient(t), sde.diffusion(t)
+        np.testing.assert_allclose(mean_dot, a * mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(var_dot, 2 * a * std**2 + g**2, rtol=1e-4, atol=1e-5)
+    mean0, std0 = sde.marginal(0.0)
+    assert float(mean0) == 1.0 and float(std0) == 0.0
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_euler_maruyama_reaches_the_marginal(name):
+    # 20,000 paths from x0 = 1 (one coordinate) with 2000 steps to t = 0.5:
+    # mean and variance within 5 standard errors of the closed form
+    sde, n, steps, t_end = SDES[name], 20_000, 2000, 0.5
+    dt = t_end / steps
+
+    def step(x, inputs):
+        t, key = inputs
+        noise = jax.random.normal(key, x.shape)
+        return x + sde.drift(x, t) * dt + sde.diffusion(t) * jnp.sqrt(dt) * noise, None
+
+    times = jnp.arange(steps) * dt
+    keys = jax.random.split(jax.random.key(0), steps)
+    x, _ = jax.lax.scan(step, jnp.ones((n, 1)), (times, keys))
+    mean, std = (float(v) for v in sde.marginal(t_end))
+    x = np.asarray(x[:, 0], np.float64)
+    assert abs(x.mean() - mean) < 5 * std / np.sqrt(n) + 1e-3 * std, (x.mean(), mean)
+    assert abs(x.var() / std**2 - 1) < 5 * np.sqrt(2 / n) + 5e-3, (x.var(), std**2)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_the_prior_is_where_the_marginal_ends(name):
+    sde = SDES[name]
+    mean, std = sde.marginal(1.0)
+    # x_1 | x_0 with data of scale 1: the data's trace is all but gone
+    assert float(mean) == 1.0 if name == "ve" else float(mean) < 0.01
+    np.testing.assert_allclose(float(std), sde.prior_std, rtol=1e-3)
+    x = sde.sample_prior(jax.random.key(0), (50_000, 2))
+    np.testing.assert_allclose(np.std(np.asarray(x)), sde.prior_std, rtol=0.02)
+    logp = sde.prior_log_prob(jnp.zeros((3, 2)))
+    np.testing.assert_allclose(logp, -np.log(2 * np.pi * sde.prior_std**2), rtol=1e-6)
+
+
+def test_perturb_draws_the_marginal_per_example():
+    sde = SDES["vp"]
+    t = jnp.array([0.1, 0.9])
+    x0 = jnp.ones((2, 3))
+    xt, z = sde.perturb(jax.random.key(0), x0, t)
+    mean, std = sde.marginal(t)
+    np.testing.assert_allclose(xt, mean[:, None] * x0 + std[:, None] * z, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, kwargs, match",
+    [
+        (sdes.ve_sde, dict(sigma_min=1.0, sigma_max=0.5), "below"),
+        (sdes.ve_sde, dict(sigma_min=0.0), "sigma_min"),
+        (sdes.vp_sde, dict(beta_min=5.0, beta_max=1.0), "below"),
+        (sdes.subvp_sde, dict(beta_max=-1.0), "beta_max"),
+    ],
+)
+def test_bad_schedules_are_refused(make, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
