@@ -88,3 +88,67 @@ def test_perturb_draws_the_marginal_per_example():
 def test_bad_schedules_are_refused(make, kwargs, match):
     with pytest.raises(ValueError, match=match):
         make(**kwargs)
+
+
+# ------------------------------------------- continuous denoising score matching
+@pytest.mark.parametrize("name", list(SDES))
+def test_diffusion_score_matching_is_minimised_by_the_true_score(name):
+    # data N(0, c^2 I): x_t ~ N(0, v(t) I) with v = mean^2 c^2 + std^2, whose
+    # score is -x / v. Over the family s = -theta x / v the loss is quadratic
+    # in theta with its minimum at theta = 1; the minimiser is estimated from
+    # the loss's first two derivatives at theta = 1
+    from numpyro_ebm.learn.score_matching import diffusion_score_matching_loss
+
+    sde, c = SDES[name], 2.0
+    x = c * jax.random.normal(jax.random.key(0), (200_000, 3))
+
+    def loss(theta):
+        def score(xt, t):
+            mean, std = sde.marginal(t)
+            return -theta * xt / (mean**2 * c**2 + std**2)[:, None]
+
+        return diffusion_score_matching_loss(jax.random.key(1), score, x, sde)
+
+    slope, curvature = jax.grad(loss)(1.0), jax.grad(jax.grad(loss))(1.0)
+    theta = 1.0 - float(slope) / float(curvature)
+    assert abs(theta - 1.0) < 0.01, theta
+    # a wrong scale of the score is worse
+    assert float(loss(1.2)) > float(loss(1.0)) < float(loss(0.8))
+
+
+def test_score_matching_trains_a_time_conditional_network_under_an_sde():
+    # on N(0, c^2 I) data under VP the score of x_t is -x / (c^2 mean(t)^2 +
+    # std(t)^2); a net s = -x / (a mean(t)^2 + b std(t)^2) must learn a = c^2
+    # and b = 1 through the trainer (network called as net(x, t))
+    import optax
+    from flax import nnx
+
+    import numpyro_ebm as ne
+
+    sde, c = SDES["vp"], 2.0
+
+    class Gaussian(nnx.Module):
+        def __init__(self):
+            self.log_ab = nnx.Param(jnp.zeros(2))
+
+        def __call__(self, x, t):
+            mean, std = sde.marginal(t)
+            a, b = jnp.exp(self.log_ab[...])
+            return -x / (a * mean**2 + b * std**2)[:, None]
+
+    data = c * jax.random.normal(jax.random.key(0), (8192, 2))
+    objective = ne.DiffusionScoreMatching(sde)
+    result = ne.ScoreMatching(Gaussian(), optax.adam(3e-2), objective).run(
+        jax.random.key(1), 1000, data, batch_size=1024, progress_bar=False
+    )
+    a, b = np.exp(np.asarray(result.module.log_ab[...]))
+    assert abs(a - c**2) < 0.1 * c**2 and abs(b - 1.0) < 0.05, (a, b)
+
+
+def test_diffusion_objective_refuses_bad_input():
+    import numpyro_ebm as ne
+
+    with pytest.raises(TypeError, match="forward SDE"):
+        ne.DiffusionScoreMatching("vp")
+    with pytest.raises(ValueError, match="eps"):
+        ne.DiffusionScoreMatching(SDES["vp"], eps=1.5)

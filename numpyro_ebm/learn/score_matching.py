@@ -24,9 +24,11 @@ __all__ = [
     "sliced_score_matching_loss",
     "denoising_score_matching_loss",
     "annealed_denoising_score_matching_loss",
+    "diffusion_score_matching_loss",
     "ExactScoreMatching",
     "SlicedScoreMatching",
     "DenoisingScoreMatching",
+    "DiffusionScoreMatching",
     "ScoreMatching",
 ]
 
@@ -175,6 +177,41 @@ def annealed_denoising_score_matching_loss(rng_key, score_fn, x, sigmas):
     return 0.5 * jnp.mean(_row_sum((per_row * score_fn(noisy, sigma) + eps) ** 2))
 
 
+def diffusion_score_matching_loss(rng_key, score_fn, x, sde, eps=1e-5):
+    """Continuous-time denoising score matching for a time-conditional
+    ``score_fn(x_t, t)`` under the forward ``sde`` (a
+    :class:`~numpyro_ebm.core.sde.SDE`).
+
+    Each point gets a time ``t ~ U(eps, 1)`` and is noised by the SDE's
+    closed-form marginal, ``x_t = mean(t) x + std(t) z``; the loss at ``t``
+    is weighted by ``lambda(t) = std(t)^2``, the weighting of Song et al.
+    (2021), so the objective is ``E |std(t) s(x_t, t) + z|^2 / 2``. Its
+    minimiser is the score of the law of ``x_t`` at every ``t``.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from numpyro_ebm.core.sde import vp_sde
+        >>> sde = vp_sde()
+        >>> def exact(x, t):  # the score of x_t when x ~ N(0, I): also N(0, I)
+        ...     return -x
+        >>> x = jax.random.normal(jax.random.key(0), (4096, 2))
+        >>> loss = diffusion_score_matching_loss(jax.random.key(1), exact, x, sde)
+        >>> loss.shape
+        ()
+
+    References:
+        Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
+        *Score-based generative modeling through stochastic differential
+        equations*, ICLR.
+    """
+    key_time, key_noise = random.split(rng_key)
+    t = random.uniform(key_time, x.shape[:1], x.dtype, eps, 1.0)
+    noisy, z = sde.perturb(key_noise, x, t)
+    _, std = sde.marginal(t)
+    per_row = std.reshape((-1,) + (1,) * (x.ndim - 1))
+    return 0.5 * jnp.mean(_row_sum((per_row * score_fn(noisy, t) + z) ** 2))
+
+
 # --------------------------------------------------------------- objectives
 class ExactScoreMatching(NamedTuple):
     """Hyvärinen's exact objective (:func:`exact_score_matching_loss`).
@@ -275,6 +312,52 @@ class DenoisingScoreMatching:
                 rng_key, score_fn, x, self.sigmas
             )
         return denoising_score_matching_loss(rng_key, score_fn, x, self.sigma)
+
+
+class DiffusionScoreMatching:
+    """Continuous-time denoising score matching under a forward SDE
+    (:func:`diffusion_score_matching_loss`).
+
+    The network is time-conditional, ``net(x, t)`` with ``t`` of shape
+    ``(n,)`` in ``[eps, 1]``; the SDE is one of
+    :func:`~numpyro_ebm.core.sde.ve_sde`, :func:`~numpyro_ebm.core.sde.vp_sde`
+    and :func:`~numpyro_ebm.core.sde.subvp_sde`.
+
+    Args:
+        sde: the forward diffusion.
+        eps: the smallest training time (the marginal's ``std`` vanishes at
+            ``t = 0``).
+
+    Example:
+        >>> from numpyro_ebm.core.sde import vp_sde
+        >>> DiffusionScoreMatching(vp_sde()).conditional
+        True
+
+    References:
+        Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
+        *Score-based generative modeling through stochastic differential
+        equations*, ICLR.
+    """
+
+    conditional = True
+
+    def __init__(self, sde, eps=1e-5):
+        if not all(hasattr(sde, name) for name in ("marginal", "perturb")):
+            raise TypeError(
+                "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
+                f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
+            )
+        eps = validation.positive("eps", eps)
+        if not eps < 1:
+            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        self.sde = sde
+        self.eps = float(eps)
+
+    def __repr__(self):
+        return f"DiffusionScoreMatching(sde={self.sde.name}, eps={self.eps})"
+
+    def loss(self, rng_key, score_fn, x):
+        return diffusion_score_matching_loss(rng_key, score_fn, x, self.sde, self.eps)
 
 
 # ------------------------------------------------------------------ trainer
