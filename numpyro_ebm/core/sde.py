@@ -21,6 +21,12 @@ The mean and variance solve the moment equations of a linear SDE,
 ``mean' = a mean`` and ``(std^2)' = 2 a std^2 + g^2`` with ``f = a(t) x``,
 which the tests check by automatic differentiation.
 
+Sampling runs the reverse-time SDE ``dx = [f - g^2 s(x, t)] dt + g dW`` from
+the prior at ``t = 1`` with a score ``s(x, t) ~ grad log p_t(x)``:
+:func:`reverse_step` (the Euler-Maruyama predictor), :func:`langevin_correct`
+(the Langevin corrector, through the core's Langevin move) and
+:func:`pc_sample` (predictor-corrector, one compiled loop).
+
 References:
     1. Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
        *Score-based generative modeling through stochastic differential
@@ -30,12 +36,22 @@ References:
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import random
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.langevin import langevin_proposal
 
-__all__ = ["SDE", "ve_sde", "vp_sde", "subvp_sde"]
+__all__ = [
+    "SDE",
+    "ve_sde",
+    "vp_sde",
+    "subvp_sde",
+    "reverse_step",
+    "langevin_correct",
+    "pc_sample",
+]
 
 
 class SDE(NamedTuple):
@@ -181,3 +197,146 @@ def subvp_sde(beta_min=0.1, beta_max=20.0):
         return jnp.sqrt(beta(t) * -jnp.expm1(-2.0 * integral(t)))
 
     return SDE("subvp", lambda t: -0.5 * beta(t), diffusion, marginal, 1.0)
+
+
+# ------------------------------------------------------------- reverse time
+def _check_score(score_fn, x, t):
+    out = jax.eval_shape(score_fn, x, t)
+    if tuple(out.shape) != tuple(jnp.shape(x)):
+        raise ValueError(
+            f"`score_fn(x, t)` must return scores of x's shape {tuple(jnp.shape(x))}, "
+            f"got {tuple(out.shape)}."
+        )
+
+
+def reverse_step(rng_key, score_fn, sde, x, t, dt):
+    """One Euler-Maruyama step of the reverse-time SDE ``dx = [f(x, t) - g(t)^2
+    s(x, t)] dt + g(t) dW`` from ``t`` down to ``t - dt``: the predictor.
+
+    Returns ``(x, x_mean)``: the new state, and its mean before the noise (the
+    last step of a sampler returns the mean, as in Song et al. 2021). ``x``
+    has a leading batch axis; ``t`` is a scalar.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> sde = vp_sde()
+        >>> x, mean = reverse_step(jax.random.key(0), lambda x, t: -x, sde,
+        ...                        jnp.zeros((4, 2)), 1.0, 0.01)
+        >>> x.shape, bool(jnp.all(mean == 0))
+        ((4, 2), True)
+    """
+    t_batch = jnp.full(jnp.shape(x)[:1], t, jnp.result_type(x, float))
+    g = sde.diffusion(t)
+    drift = sde.drift(x, t) - g**2 * score_fn(x, t_batch)
+    x_mean = x - drift * dt
+    z = random.normal(rng_key, jnp.shape(x), jnp.result_type(x, float))
+    return x_mean + g * jnp.sqrt(dt) * z, x_mean
+
+
+def langevin_correct(rng_key, score_fn, x, t, snr):
+    """One Langevin corrector step at time ``t`` with the signal-to-noise step
+    rule of Song et al. (2021): ``x <- x + a s + sqrt(2 a) z`` with ``a = 2 (r
+    |z| / |s|)^2``, ``r = snr``, the norms averaged over the batch. The move
+    is the core's :func:`~numpyro_ebm.core.langevin.langevin_proposal` on
+    ``U`` with ``grad U = -s``; the rule reads the norm of the same noise it
+    will add. It is unadjusted: on a Gaussian of variance ``v`` the rule's
+    step is about ``2 r^2 v``, whose stationary variance is ``v / (1 - r^2)``
+    (2.6% too wide at ``r = 0.16``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> x = langevin_correct(jax.random.key(0), lambda x, t: -x,
+        ...                      jnp.ones((4, 2)), 0.5, 0.16)
+        >>> x.shape
+        (4, 2)
+    """
+    t_batch = jnp.full(jnp.shape(x)[:1], t, jnp.result_type(x, float))
+    s = score_fn(x, t_batch)
+    # langevin_proposal draws normal(rng_key, x.shape): the same z
+    z = random.normal(rng_key, jnp.shape(x), jnp.result_type(x, float))
+    axes = tuple(range(1, jnp.ndim(x)))
+    # the batch means of the norms, as in Song et al.'s code: per example, a
+    # point where the score nearly vanishes would take a huge step
+    z_norm = jnp.mean(jnp.sqrt(jnp.sum(z**2, axis=axes)))
+    s_norm = jnp.mean(jnp.sqrt(jnp.sum(s**2, axis=axes)))
+    step = 2.0 * (snr * z_norm / jnp.maximum(s_norm, 1e-12)) ** 2
+    new, _ = langevin_proposal(rng_key, x, -s, step)
+    return new
+
+
+def pc_sample(
+    rng_key,
+    score_fn,
+    sde,
+    x,
+    num_steps=1000,
+    *,
+    corrector_steps=1,
+    snr=0.16,
+    eps=1e-3,
+):
+    """Predictor-corrector sampling from ``t = 1`` to ``t = eps``.
+
+    ``num_steps`` reverse Euler-Maruyama steps (:func:`reverse_step`) on the
+    uniform grid from 1 to ``eps``, each followed by ``corrector_steps``
+    Langevin corrector steps (:func:`langevin_correct`) at the new time;
+    ``corrector_steps=0`` is the reverse-SDE sampler alone. ``x`` holds the
+    starting points, a batch drawn from the prior (``sde.sample_prior``);
+    the result is the last predictor's mean. One compiled loop
+    (``jax.lax.scan``); ``score_fn(x, t)`` takes ``t`` of shape ``(n,)``.
+    Samples that become non-finite raise ``FloatingPointError`` naming the
+    first such step (when called outside ``jit``).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> sde = vp_sde()
+        >>> x1 = sde.sample_prior(jax.random.key(0), (2000, 2))
+        >>> x0 = pc_sample(jax.random.key(1), lambda x, t: -x, sde, x1, 200)
+        >>> bool(abs(jnp.var(x0) - 1.0) < 0.1)  # -x: N(0, I)'s score at every t
+        True
+
+    References:
+        Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
+        *Score-based generative modeling through stochastic differential
+        equations*, ICLR.
+    """
+    num_steps = validation.positive_integer("num_steps", num_steps)
+    if corrector_steps != 0:
+        validation.positive_integer("corrector_steps", corrector_steps)
+    validation.positive("snr", snr)
+    eps = validation.positive("eps", eps)
+    if not eps < 1:
+        raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+    x = jnp.asarray(x)
+    if jnp.ndim(x) < 2:
+        raise ValueError(
+            f"`x` must be a batch of starting points, shape (n, ...), got {x.shape}."
+        )
+    _check_score(score_fn, x, jnp.ones(x.shape[:1], jnp.result_type(x, float)))
+    times = jnp.linspace(1.0, eps, num_steps + 1)
+    dt = (1.0 - eps) / num_steps
+
+    def body(carry, inputs):
+        x, _, first_bad = carry
+        t, key, i = inputs
+        key_predict, key_correct = random.split(key)
+        x, x_mean = reverse_step(key_predict, score_fn, sde, x, t, dt)
+        for k in range(corrector_steps):  # a few steps, unrolled at trace time
+            x = langevin_correct(
+                random.fold_in(key_correct, k), score_fn, x, t - dt, snr
+            )
+        bad = ~jnp.all(jnp.isfinite(x)) & (first_bad < 0)
+        return (x, x_mean, jnp.where(bad, i, first_bad)), None
+
+    keys = random.split(rng_key, num_steps)
+    steps = jnp.arange(num_steps)
+    start = (x, x, jnp.array(-1))
+    (_, x_mean, first_bad), _ = jax.lax.scan(body, start, (times[:-1], keys, steps))
+    if not isinstance(first_bad, jax.core.Tracer) and int(first_bad) >= 0:
+        k = int(first_bad)
+        raise FloatingPointError(
+            f"pc_sample: the samples became non-finite at step {k} of {num_steps} "
+            f"(t = {float(times[k]):.4g} to {float(times[k + 1]):.4g}): check the "
+            "score function there, or take more steps."
+        )
+    return x_mean
