@@ -321,10 +321,14 @@ def pc_sample(
         t, key, i = inputs
         key_predict, key_correct = random.split(key)
         x, x_mean = reverse_step(key_predict, score_fn, sde, x, t, dt)
-        for k in range(corrector_steps):  # a few steps, unrolled at trace time
-            x = langevin_correct(
+        x = jax.lax.fori_loop(
+            0,
+            corrector_steps,
+            lambda k, x: langevin_correct(
                 random.fold_in(key_correct, k), score_fn, x, t - dt, snr
-            )
+            ),
+            x,
+        )
         bad = ~jnp.all(jnp.isfinite(x)) & (first_bad < 0)
         return (x, x_mean, jnp.where(bad, i, first_bad)), None
 
