@@ -169,6 +169,7 @@ def test_any_inner_kernel():
         (dict(num_temperatures=1), "at least 2"),
         (dict(min_inverse_temperature=0.0), "min_inverse_temperature"),
         (dict(min_inverse_temperature=1.0), r"\(0, 1\)"),
+        (dict(num_swap_rounds=0), "num_swap_rounds"),
     ],
 )
 def test_bad_ladders_are_refused(kwargs, match):
