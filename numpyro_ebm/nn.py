@@ -14,7 +14,13 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-__all__ = ["EnergyMLP", "ScoreMLP", "GaussianEncoder", "MLPDecoder"]
+__all__ = [
+    "EnergyMLP",
+    "ScoreMLP",
+    "DiffusionScoreMLP",
+    "GaussianEncoder",
+    "MLPDecoder",
+]
 
 
 class _MLP(nnx.Module):
@@ -114,6 +120,75 @@ class ScoreMLP(nnx.Module):
         sigma = jnp.broadcast_to(jnp.asarray(sigma, x.dtype), x.shape[:-1])
         h = jnp.concatenate([x, jnp.log(sigma)[..., None]], axis=-1)
         return self.mlp(h) / sigma[..., None]
+
+
+class DiffusionScoreMLP(nnx.Module):
+    """A time-conditional score network ``s(x, t) ~ grad_x log p_t(x)`` for a
+    forward SDE of :mod:`numpyro_ebm.core.sde`.
+
+    Parameterised as ``s(x, t) = f([x, sin(w t), cos(w t)]) / std(t)``, with
+    ``std(t)`` the SDE marginal's standard deviation and fixed frequencies
+    ``w`` spaced geometrically from 1 to 100 (a sinusoidal time embedding, as
+    in Song et al. 2021), so the output scales like the score of data noised to
+    time ``t``. Called with ``x`` of shape ``(..., d)`` and ``t`` a scalar or of
+    shape ``(...)``; returns ``(..., d)``. Train it with
+    :class:`~numpyro_ebm.DiffusionScoreMatching` under the same SDE.
+
+    Args:
+        dim: data dimension ``d``.
+        sde: the forward SDE (:func:`~numpyro_ebm.core.sde.vp_sde`, ...).
+        hidden: widths of the hidden layers.
+        num_frequencies: frequencies of the time embedding.
+        activation: a smooth activation (default :func:`jax.nn.swish`).
+        rngs: :class:`flax.nnx.Rngs` for the initial parameters (keyword-only).
+
+    Example:
+        >>> from flax import nnx
+        >>> import jax.numpy as jnp
+        >>> from numpyro_ebm.core.sde import vp_sde
+        >>> net = DiffusionScoreMLP(2, vp_sde(), (32, 32), rngs=nnx.Rngs(0))
+        >>> net(jnp.zeros((5, 2)), jnp.full(5, 0.5)).shape
+        (5, 2)
+
+    References:
+        Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
+        *Score-based generative modeling through stochastic differential
+        equations*, ICLR.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        sde,
+        hidden: Sequence[int] = (128, 128),
+        num_frequencies: int = 16,
+        activation: Callable = jax.nn.swish,
+        *,
+        rngs: nnx.Rngs,
+    ):
+        if not hasattr(sde, "marginal"):
+            raise TypeError(
+                "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
+                f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
+            )
+        if int(num_frequencies) < 1:
+            raise ValueError(
+                f"`num_frequencies` must be a positive integer, got {num_frequencies}."
+            )
+        self.dim = dim
+        self.sde = sde
+        self.num_frequencies = int(num_frequencies)
+        self.mlp = _MLP(
+            (dim + 2 * self.num_frequencies, *hidden, dim), activation, rngs=rngs
+        )
+
+    def __call__(self, x, t):
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:-1])
+        w = jnp.geomspace(1.0, 100.0, self.num_frequencies).astype(x.dtype)
+        wt = t[..., None] * w
+        h = jnp.concatenate([x, jnp.sin(wt), jnp.cos(wt)], axis=-1)
+        _, std = self.sde.marginal(t)
+        return self.mlp(h) / std[..., None]
 
 
 class GaussianEncoder(nnx.Module):

@@ -22,7 +22,7 @@ def eight():
     law = eight_gaussians()
     return (
         law,
-        law.sample(jax.random.key(0), 20_000),
+        law.sample(jax.random.key(0), 8_000),
         law.sample(jax.random.key(1), 5_000),
     )
 
@@ -55,7 +55,7 @@ def two_modes():
     law = gaussian_mixture(
         jnp.array([[-4.35, 0.0], [4.35, 0.0]]), jnp.ones(2), jnp.array([0.65, 0.35])
     )
-    return law.sample(jax.random.key(0), 20_000)
+    return law.sample(jax.random.key(0), 5_000)
 
 
 @pytest.mark.parametrize(
