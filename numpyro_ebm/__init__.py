@@ -23,6 +23,7 @@ from numpyro_ebm.infer import (
     AnnealedLangevin,
     KernelState,
     ParallelTempering,
+    ScorePosterior,
     UnderdampedLangevin,
     parallel_chains,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "MALT",
     "UnderdampedLangevin",
     "ParallelTempering",
+    "ScorePosterior",
     "parallel_chains",
     "RWMH",
     "AnnealedLangevin",

@@ -1,6 +1,7 @@
 """Distributions whose density is an unnormalised neural energy, or a score."""
 
 import math
+import sys
 import warnings
 
 import jax
@@ -300,14 +301,35 @@ class EnergyDistribution(dist.Distribution):
         return draws.reshape(init.shape), info
 
 
+def _site_name(distribution):
+    """The name of the model site being scored with ``distribution``, read
+    from the caller that holds it (NumPyro's ``log_density`` and ELBOs loop
+    over ``site`` dicts); ``None`` when no caller holds one."""
+    frame = sys._getframe(2)
+    for _ in range(12):
+        if frame is None:
+            return None
+        site = frame.f_locals.get("site")
+        if isinstance(site, dict) and "name" in site:
+            fn = site.get("fn")
+            while fn is not None:
+                if fn is distribution:
+                    return site["name"]
+                fn = getattr(fn, "base_dist", None)
+        frame = frame.f_back
+    return None
+
+
 class ScoreDistribution(dist.Distribution):
     """A law known only through a noise-conditional score ``s(x, sigma)``.
 
     Sampling runs :func:`~numpyro_ebm.noise_annealed_langevin` over ``sigmas`` from
     ``init_dist`` (default ``N(0, sigma_1^2 I)``, the law of data drowned in the
     largest noise). There is no ``log_prob``: a score determines the density
-    only up to a constant that cannot be computed from it, so the distribution
-    cannot be an observed or latent site of a model; use it to draw samples.
+    only up to a constant that cannot be computed from it. As the prior of a
+    latent site it needs :class:`~numpyro_ebm.ScorePosterior`, which samples
+    the posterior from the score alone; NUTS, MALA and SVI, which need a
+    density, refuse such a model with a ``ValueError`` naming the site.
 
     Args:
         score_fn: ``s(x, sigma)`` for ``x`` of shape ``(n,) + event_shape``.
@@ -377,11 +399,15 @@ class ScoreDistribution(dist.Distribution):
         return constraints.independent(constraints.real, len(self.event_shape))
 
     def log_prob(self, value):
-        raise NotImplementedError(
-            "ScoreDistribution has no log_prob: a score s = grad log p fixes the "
-            "density only up to a normalising constant that cannot be computed "
-            "from it. Use it for sampling, or an EnergyDistribution (whose "
-            "unnormalised log density is -E) where a log density is needed."
+        name = _site_name(self)
+        where = f"The sample site '{name}' has" if name else "This site has"
+        raise ValueError(
+            f"{where} a ScoreDistribution, which has no log_prob: a score s = "
+            "grad log p fixes the density only up to a normalising constant that "
+            "cannot be computed from it, so NUTS, MALA, SVI and any sampler that "
+            "needs a density cannot run this model. Sample its posterior with "
+            "numpyro_ebm.ScorePosterior(model), which needs only the score; or use "
+            "an EnergyDistribution (unnormalised log density -E) as the prior."
         )
 
     def sample(self, key, sample_shape=()):
@@ -389,7 +415,7 @@ class ScoreDistribution(dist.Distribution):
         start = self.init_dist or dist.Normal(
             jnp.zeros(self.event_shape), self.sigmas[0]
         ).to_event(len(self.event_shape))
-        init = start.sample(key_init, (max(1, int(jnp.prod(jnp.array(sample_shape)))),))
+        init = start.sample(key_init, (max(1, math.prod(sample_shape)),))
         x = noise_annealed_langevin(
             key_run,
             self.score_fn,

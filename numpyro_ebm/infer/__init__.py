@@ -4,6 +4,7 @@ from numpyro_ebm.infer.base import KernelState
 from numpyro_ebm.infer.kernels import MALA, RWMH, ULA, AnnealedLangevin
 from numpyro_ebm.infer.kinetic import MALT, UnderdampedLangevin
 from numpyro_ebm.infer.parallel import parallel_chains
+from numpyro_ebm.infer.score_posterior import ScorePosterior
 from numpyro_ebm.infer.tempering import ParallelTempering
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "MALT",
     "UnderdampedLangevin",
     "ParallelTempering",
+    "ScorePosterior",
     "parallel_chains",
 ]
