@@ -394,6 +394,34 @@ class ScoreDistribution(dist.Distribution):
         self.denoise = denoise
         super().__init__((), event_shape, validate_args=validate_args)
 
+    @classmethod
+    def from_sde(cls, score_fn, sde, event_shape, *, num_levels=50, eps=1e-3, **kwargs):
+        """The prior of a trained diffusion model: its time-conditional score
+        ``s(x, t)`` under the forward SDE ``sde``
+        (:mod:`numpyro_ebm.core.sde`), as a noise-conditional score
+        (``sde.noise_conditional``) over ``num_levels`` geometric noise levels
+        from the noise-to-signal ratio at ``t = 1`` down to that at ``eps``.
+        Other keyword arguments are the constructor's.
+
+        Example:
+            >>> import jax, jax.numpy as jnp
+            >>> from numpyro_ebm.core.sde import ve_sde
+            >>> sde = ve_sde(0.01, 10.0)
+            >>> def exact(x, t):  # data N(0, I)
+            ...     mean, std = sde.marginal(t)
+            ...     return -x / (mean**2 + std**2)[:, None]
+            >>> prior = ScoreDistribution.from_sde(exact, sde, (2,), num_levels=10)
+            >>> round(float(prior.sigmas[0]), 2), prior.sigmas.shape
+            (10.0, (10,))
+        """
+        num_levels = validation.positive_integer("num_levels", num_levels)
+        eps = validation.positive("eps", eps)
+        if not eps < 1:
+            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        top, bottom = float(sde.noise_level(1.0)), float(sde.noise_level(eps))
+        sigmas = jnp.geomspace(top, bottom, num_levels)
+        return cls(sde.noise_conditional(score_fn), event_shape, sigmas, **kwargs)
+
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):
         return constraints.independent(constraints.real, len(self.event_shape))

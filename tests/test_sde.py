@@ -216,3 +216,23 @@ def test_a_run_that_goes_non_finite_names_the_step():
     x1 = sde.sample_prior(jax.random.key(0), (8, 2))
     with pytest.raises(FloatingPointError, match=r"step 5\d of 100"):
         sdes.pc_sample(jax.random.key(1), blows_up, sde, x1, 100, corrector_steps=0)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_noise_time_inverts_the_noise_to_signal_ratio(name):
+    sde = SDES[name]
+    t = jnp.linspace(1e-3, 1.0, 50)
+    np.testing.assert_allclose(sde.noise_time(sde.noise_level(t)), t, rtol=2e-4)
+
+
+@pytest.mark.parametrize("name", list(SDES))
+def test_a_time_score_becomes_the_noise_conditional_score(name):
+    """Data N(0, c^2 I): the noise-conditional score is -x / (c^2 + sigma^2)
+    at every sigma, whichever SDE the time-conditional score belongs to."""
+    sde, c = SDES[name], 2.0
+    score = sde.noise_conditional(_gaussian_score(sde, c))
+    x = jax.random.normal(jax.random.key(0), (16, 3))
+    for sigma in (0.02, 0.5, 3.0):
+        np.testing.assert_allclose(
+            score(x, sigma), -x / (c**2 + sigma**2), rtol=2e-3, atol=1e-6
+        )

@@ -65,6 +65,9 @@ class SDE(NamedTuple):
             std(t)^2 I)``.
         prior_std: the standard deviation of the prior ``N(0, prior_std^2
             I)`` that ``x_1`` approximately follows.
+        noise_time: ``sigma -> t``, the inverse of the noise-to-signal ratio
+            ``noise_level(t) = std(t) / mean(t)``: ``x_t / mean(t)`` is the
+            data plus ``N(0, sigma^2 I)`` noise at that time.
     """
 
     name: str
@@ -72,6 +75,42 @@ class SDE(NamedTuple):
     diffusion: object
     marginal: object
     prior_std: float
+    noise_time: object
+
+    def noise_level(self, t):
+        """``std(t) / mean(t)``: ``x_t / mean(t) ~ x_0 + N(0, sigma^2 I)``."""
+        mean, std = self.marginal(t)
+        return std / mean
+
+    def noise_conditional(self, score_fn):
+        """A noise-conditional score ``(x, sigma) -> grad log (p * N(0,
+        sigma^2 I))(x)`` from a time-conditional one of this SDE: with ``t =
+        noise_time(sigma)`` and ``m = mean(t)``, the law of ``x_t`` is that of
+        ``m (x_0 + sigma z)``, so the score is ``m s(m x, t)``. It is what
+        :class:`~numpyro_ebm.ScoreDistribution` and
+        :class:`~numpyro_ebm.ScorePosterior` take.
+
+        Example:
+            >>> import jax.numpy as jnp
+            >>> sde = vp_sde()
+            >>> def exact(x, t):  # data N(0, 4 I)
+            ...     mean, std = sde.marginal(t)
+            ...     return -x / (4 * mean**2 + std**2)[:, None]
+            >>> s = sde.noise_conditional(exact)
+            >>> float(s(jnp.ones((1, 1)), 0.5)[0, 0])  # -x / (4 + sigma^2)
+            -0.2352...
+        """
+
+        def noise_score(x, sigma):
+            n = jnp.shape(x)[0]
+            t = jnp.broadcast_to(self.noise_time(sigma), (n,)).astype(
+                jnp.result_type(x, float)
+            )
+            mean, _ = self.marginal(t)
+            mean = _expand(mean, x)
+            return mean * score_fn(mean * x, t)
+
+        return noise_score
 
     def drift(self, x, t):
         """``f(x, t) = a(t) x`` (``t`` a scalar or broadcastable to ``x``'s
@@ -130,12 +169,17 @@ def ve_sde(sigma_min=0.01, sigma_max=50.0):
         s = sigma(t)
         return jnp.ones_like(s), jnp.sqrt(jnp.maximum(s**2 - lo**2, 0.0))
 
+    def noise_time(noise):
+        noise = jnp.asarray(noise)
+        return jnp.log(jnp.sqrt(noise**2 + lo**2) / lo) / log_ratio
+
     return SDE(
         "ve",
         lambda t: jnp.zeros_like(jnp.asarray(t, float)),
         lambda t: sigma(t) * math.sqrt(2 * log_ratio),
         marginal,
         float(hi),
+        noise_time,
     )
 
 
@@ -154,7 +198,11 @@ def _beta_fns(beta_min, beta_max):
         t = jnp.asarray(t)
         return lo * t + 0.5 * (hi - lo) * t**2
 
-    return beta, integral
+    def inverse(b):
+        """The ``t`` with ``integral(t) = b``."""
+        return 2.0 * b / (lo + jnp.sqrt(lo**2 + 2.0 * (hi - lo) * b))
+
+    return beta, integral, inverse
 
 
 def vp_sde(beta_min=0.1, beta_max=20.0):
@@ -166,14 +214,22 @@ def vp_sde(beta_min=0.1, beta_max=20.0):
         >>> round(float(mean), 4), round(float(std), 4)  # data all but gone
         (0.0066, 1.0)
     """
-    beta, integral = _beta_fns(beta_min, beta_max)
+    beta, integral, inverse = _beta_fns(beta_min, beta_max)
 
     def marginal(t):
         b = integral(t)
         return jnp.exp(-0.5 * b), jnp.sqrt(-jnp.expm1(-b))
 
+    def noise_time(noise):  # noise^2 = exp(B) - 1
+        return inverse(jnp.log1p(jnp.asarray(noise) ** 2))
+
     return SDE(
-        "vp", lambda t: -0.5 * beta(t), lambda t: jnp.sqrt(beta(t)), marginal, 1.0
+        "vp",
+        lambda t: -0.5 * beta(t),
+        lambda t: jnp.sqrt(beta(t)),
+        marginal,
+        1.0,
+        noise_time,
     )
 
 
@@ -187,7 +243,7 @@ def subvp_sde(beta_min=0.1, beta_max=20.0):
         >>> bool(std < vp_std)
         True
     """
-    beta, integral = _beta_fns(beta_min, beta_max)
+    beta, integral, inverse = _beta_fns(beta_min, beta_max)
 
     def marginal(t):
         b = integral(t)
@@ -196,7 +252,10 @@ def subvp_sde(beta_min=0.1, beta_max=20.0):
     def diffusion(t):
         return jnp.sqrt(beta(t) * -jnp.expm1(-2.0 * integral(t)))
 
-    return SDE("subvp", lambda t: -0.5 * beta(t), diffusion, marginal, 1.0)
+    def noise_time(noise):  # noise = 2 sinh(B / 2)
+        return inverse(2.0 * jnp.arcsinh(jnp.asarray(noise) / 2.0))
+
+    return SDE("subvp", lambda t: -0.5 * beta(t), diffusion, marginal, 1.0, noise_time)
 
 
 # ------------------------------------------------------------- reverse time
