@@ -403,7 +403,7 @@ case("Score-steps=2.7", TypeError, "`num_steps_per_level` must be an integer")(
         lambda x, s: -x, (2,), sigmas=jnp.array([1.0]), num_steps_per_level=2.7
     )
 )
-case("Score-log_prob", NotImplementedError, "ScoreDistribution has no log_prob")(
+case("Score-log_prob", ValueError, "ScoreDistribution, which has no log_prob")(
     lambda: ne.ScoreDistribution(
         lambda x, s: -x, (2,), sigmas=jnp.array([1.0])
     ).log_prob(jnp.zeros(2))
