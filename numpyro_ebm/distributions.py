@@ -401,7 +401,9 @@ class ScoreDistribution(dist.Distribution):
         (:mod:`numpyro_ebm.core.sde`), as a noise-conditional score
         (``sde.noise_conditional``) over ``num_levels`` geometric noise levels
         from the noise-to-signal ratio at ``t = 1`` down to that at ``eps``.
-        Other keyword arguments are the constructor's.
+        The step size defaults to NCSN's ratio, ``step_size = 0.2 sigma_L^2``
+        (``2e-5`` at ``sigma_L = 0.01``), so each level's step is a fifth of
+        its noise variance. Other keyword arguments are the constructor's.
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -420,6 +422,7 @@ class ScoreDistribution(dist.Distribution):
             raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
         top, bottom = float(sde.noise_level(1.0)), float(sde.noise_level(eps))
         sigmas = jnp.geomspace(top, bottom, num_levels)
+        kwargs.setdefault("step_size", 0.2 * bottom**2)
         return cls(sde.noise_conditional(score_fn), event_shape, sigmas, **kwargs)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)

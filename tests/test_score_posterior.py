@@ -214,8 +214,14 @@ def test_bad_models_and_settings_are_refused():
         b = numpyro.sample("b", ne.ScoreDistribution(gaussian_score, (2,), SIGMAS[:-1]))
         numpyro.sample("y", dist.Normal(a[0] + b[0], 1.0), obs=y)
 
+    def wrong_shape(y):
+        score = lambda x, sigma: jnp.sum(x, -1)
+        x = numpyro.sample("x", ne.ScoreDistribution(score, (2,), SIGMAS))
+        numpyro.sample("y", dist.Normal(x[0], 1.0), obs=y)
+
     for model, match in (
         (no_score, "no ScoreDistribution site"),
+        (wrong_shape, r"score of site 'x' must return scores of its input's shape"),
         (in_plate, "site 'x' is inside a plate"),
         (two_ladders, "'a' and 'b' have different noise levels"),
     ):
@@ -253,13 +259,10 @@ def test_a_diffusion_models_score_is_a_prior():
         x = numpyro.sample("x", prior)
         numpyro.sample("y", dist.Normal(x[0], TAU), obs=y)
 
-    ratio = float(prior.sigmas[0] / prior.sigmas[-1])
+    # the prior's step size, 0.2 sigma_L^2: at every level a fifth of the
+    # level's noise variance
     kernel = ne.ScorePosterior(
-        model,
-        step_size=0.5 / ratio**2,  # the first level's step 0.5
-        num_steps_per_level=20,
-        num_final_steps=200,
-        final_step_size=STEP,
+        model, num_steps_per_level=20, num_final_steps=200, final_step_size=STEP
     )
     mcmc = MCMC(
         kernel,

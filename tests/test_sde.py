@@ -205,6 +205,30 @@ def test_pc_sample_refuses_bad_input():
         sdes.pc_sample(jax.random.key(0), lambda x, t: -x, sde, jnp.zeros(2), 10)
     with pytest.raises(ValueError, match="eps"):
         sdes.pc_sample(jax.random.key(0), lambda x, t: -x, sde, x, 10, eps=1.0)
+    key, score = jax.random.key(0), lambda x, t: -x
+    for times, match in (
+        (jnp.array([0.5, 0.2, 1.0]), "strictly increasing"),
+        (jnp.array([0.0, 0.5, 1.0]), r"in \(0, 1\]"),
+        (jnp.array([0.1, 0.5, 1.5]), r"in \(0, 1\]"),
+        (jnp.array([0.5]), "at least two"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            sdes.pc_sample(key, score, sde, x, times=times)
+    with pytest.raises(ValueError, match=r"`t` must be in \(0, 1\]"):
+        sdes.reverse_step(key, score, sde, x, 1.2, 0.01)
+    with pytest.raises(ValueError, match="`dt` must be in"):
+        sdes.reverse_step(key, score, sde, x, 0.01, 0.02)
+    with pytest.raises(ValueError, match=r"`t` must be in \(0, 1\]"):
+        sdes.langevin_correct(key, score, x, 0.0, 0.16)
+
+
+def test_a_custom_time_grid_is_the_uniform_one_when_uniform():
+    sde, score = SDES["vp"], _gaussian_score(SDES["vp"], 2.0)
+    x1 = sde.sample_prior(jax.random.key(0), (64, 2))
+    uniform = sdes.pc_sample(jax.random.key(1), score, sde, x1, 50, eps=1e-3)
+    grid = jnp.linspace(1.0, 1e-3, 51)[::-1]
+    custom = sdes.pc_sample(jax.random.key(1), score, sde, x1, times=grid)
+    np.testing.assert_allclose(custom, uniform, rtol=1e-4, atol=1e-5)
 
 
 def test_a_run_that_goes_non_finite_names_the_step():

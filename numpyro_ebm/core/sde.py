@@ -36,6 +36,8 @@ References:
 import math
 from typing import NamedTuple
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 from jax import random
@@ -259,6 +261,35 @@ def subvp_sde(beta_min=0.1, beta_max=20.0):
 
 
 # ------------------------------------------------------------- reverse time
+def _check_times(times):
+    """A strictly increasing time grid in ``(0, 1]`` of at least two times."""
+    if isinstance(times, jax.core.Tracer):
+        return times
+    values = np.asarray(times, dtype=float)
+    if values.ndim != 1 or values.shape[0] < 2:
+        raise ValueError(
+            f"`times` must be a 1-D grid of at least two times, got shape {values.shape}."
+        )
+    if not np.all(np.diff(values) > 0):
+        raise ValueError("`times` must be strictly increasing.")
+    if not (values[0] > 0 and values[-1] <= 1):
+        raise ValueError(
+            f"`times` must lie in (0, 1], got [{values[0]:.4g}, {values[-1]:.4g}]."
+        )
+    return jnp.asarray(values, jnp.float32)
+
+
+def _check_time(t, dt=None):
+    """Concrete times must be in ``(0, 1]``, and a step must stay there."""
+    if isinstance(t, jax.core.Tracer) or isinstance(dt, jax.core.Tracer):
+        return
+    t = float(t)
+    if not 0 < t <= 1:
+        raise ValueError(f"`t` must be in (0, 1], got {t}.")
+    if dt is not None and not 0 < float(dt) < t:
+        raise ValueError(f"`dt` must be in (0, t) = (0, {t}), got {float(dt)}.")
+
+
 def _check_score(score_fn, x, t):
     out = jax.eval_shape(score_fn, x, t)
     if tuple(out.shape) != tuple(jnp.shape(x)):
@@ -284,6 +315,7 @@ def reverse_step(rng_key, score_fn, sde, x, t, dt):
         >>> x.shape, bool(jnp.all(mean == 0))
         ((4, 2), True)
     """
+    _check_time(t, dt)
     t_batch = jnp.full(jnp.shape(x)[:1], t, jnp.result_type(x, float))
     g = sde.diffusion(t)
     drift = sde.drift(x, t) - g**2 * score_fn(x, t_batch)
@@ -309,6 +341,7 @@ def langevin_correct(rng_key, score_fn, x, t, snr):
         >>> x.shape
         (4, 2)
     """
+    _check_time(t)
     t_batch = jnp.full(jnp.shape(x)[:1], t, jnp.result_type(x, float))
     s = score_fn(x, t_batch)
     # langevin_proposal draws normal(rng_key, x.shape): the same z
@@ -333,13 +366,17 @@ def pc_sample(
     corrector_steps=1,
     snr=0.16,
     eps=1e-3,
+    times=None,
 ):
     """Predictor-corrector sampling from ``t = 1`` to ``t = eps``.
 
     ``num_steps`` reverse Euler-Maruyama steps (:func:`reverse_step`) on the
     uniform grid from 1 to ``eps``, each followed by ``corrector_steps``
     Langevin corrector steps (:func:`langevin_correct`) at the new time;
-    ``corrector_steps=0`` is the reverse-SDE sampler alone. ``x`` holds the
+    ``corrector_steps=0`` is the reverse-SDE sampler alone. ``times``, a
+    strictly increasing grid in ``(0, 1]``, replaces that grid (and
+    ``num_steps`` and ``eps``): the sampler walks it from its last time down
+    to its first, one predictor step per interval. ``x`` holds the
     starting points, a batch drawn from the prior (``sde.sample_prior``);
     the result is the last predictor's mean. One compiled loop
     (``jax.lax.scan``); ``score_fn(x, t)`` takes ``t`` of shape ``(n,)``.
@@ -359,25 +396,29 @@ def pc_sample(
         *Score-based generative modeling through stochastic differential
         equations*, ICLR.
     """
-    num_steps = validation.positive_integer("num_steps", num_steps)
     if corrector_steps != 0:
         validation.positive_integer("corrector_steps", corrector_steps)
     validation.positive("snr", snr)
-    eps = validation.positive("eps", eps)
-    if not eps < 1:
-        raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+    if times is None:
+        num_steps = validation.positive_integer("num_steps", num_steps)
+        eps = validation.positive("eps", eps)
+        if not eps < 1:
+            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        times = jnp.linspace(1.0, eps, num_steps + 1)
+    else:
+        times = _check_times(times)[::-1]
+        num_steps = times.shape[0] - 1
     x = jnp.asarray(x)
     if jnp.ndim(x) < 2:
         raise ValueError(
             f"`x` must be a batch of starting points, shape (n, ...), got {x.shape}."
         )
     _check_score(score_fn, x, jnp.ones(x.shape[:1], jnp.result_type(x, float)))
-    times = jnp.linspace(1.0, eps, num_steps + 1)
-    dt = (1.0 - eps) / num_steps
+    dts = times[:-1] - times[1:]
 
     def body(carry, inputs):
         x, _, first_bad = carry
-        t, key, i = inputs
+        t, dt, key, i = inputs
         key_predict, key_correct = random.split(key)
         x, x_mean = reverse_step(key_predict, score_fn, sde, x, t, dt)
         x = jax.lax.fori_loop(
@@ -394,7 +435,9 @@ def pc_sample(
     keys = random.split(rng_key, num_steps)
     steps = jnp.arange(num_steps)
     start = (x, x, jnp.array(-1))
-    (_, x_mean, first_bad), _ = jax.lax.scan(body, start, (times[:-1], keys, steps))
+    (_, x_mean, first_bad), _ = jax.lax.scan(
+        body, start, (times[:-1], dts, keys, steps)
+    )
     if not isinstance(first_bad, jax.core.Tracer) and int(first_bad) >= 0:
         k = int(first_bad)
         raise FloatingPointError(

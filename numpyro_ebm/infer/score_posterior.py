@@ -272,6 +272,15 @@ class ScorePosterior(MCMCKernel):
                 "with NUTS or a numpyro_ebm kernel instead."
             )
         sites = list(record.items())
+        for name, prior in sites:
+            x = jax.ShapeDtypeStruct((1, *prior.event_shape), jnp.float32)
+            out = jax.eval_shape(prior.score_fn, x, prior.sigmas[0])
+            if tuple(getattr(out, "shape", ())) != x.shape:
+                raise ValueError(
+                    f"ScorePosterior: the score of site '{name}' must return scores "
+                    f"of its input's shape {x.shape} (a batch of one draw), got "
+                    f"{getattr(out, 'shape', type(out).__name__)}."
+                )
         name0, prior0 = sites[0]
         for name, prior in sites[1:]:
             same = prior.sigmas.shape == prior0.sigmas.shape and bool(
