@@ -395,13 +395,25 @@ class ScoreDistribution(dist.Distribution):
         super().__init__((), event_shape, validate_args=validate_args)
 
     @classmethod
-    def from_sde(cls, score_fn, sde, event_shape, *, num_levels=50, eps=1e-3, **kwargs):
+    def from_sde(
+        cls,
+        score_fn,
+        sde,
+        event_shape,
+        *,
+        num_levels=50,
+        eps=1e-3,
+        scale=1.0,
+        **kwargs,
+    ):
         """The prior of a trained diffusion model: its time-conditional score
         ``s(x, t)`` under the forward SDE ``sde``
         (:mod:`numpyro_ebm.core.sde`), as a noise-conditional score
         (``sde.noise_conditional``) over ``num_levels`` geometric noise levels
         from the noise-to-signal ratio at ``t = 1`` down to that at ``eps``.
-        The step size defaults to NCSN's ratio, ``step_size = 0.2 sigma_L^2``
+        ``scale``: the model was trained on data divided by ``scale``; the
+        prior is in the data's units (``sde.noise_conditional(score_fn,
+        scale)``, levels ``scale`` times the ratios). The step size defaults to NCSN's ratio, ``step_size = 0.2 sigma_L^2``
         (``2e-5`` at ``sigma_L = 0.01``), so each level's step is a fifth of
         its noise variance. Other keyword arguments are the constructor's.
 
@@ -420,10 +432,13 @@ class ScoreDistribution(dist.Distribution):
         eps = validation.positive("eps", eps)
         if not eps < 1:
             raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
-        top, bottom = float(sde.noise_level(1.0)), float(sde.noise_level(eps))
+        scale = validation.positive("scale", scale)
+        top = scale * float(sde.noise_level(1.0))
+        bottom = scale * float(sde.noise_level(eps))
         sigmas = jnp.geomspace(top, bottom, num_levels)
         kwargs.setdefault("step_size", 0.2 * bottom**2)
-        return cls(sde.noise_conditional(score_fn), event_shape, sigmas, **kwargs)
+        score = sde.noise_conditional(score_fn, scale)
+        return cls(score, event_shape, sigmas, **kwargs)
 
     @constraints.dependent_property(is_discrete=False, event_dim=0)
     def support(self):

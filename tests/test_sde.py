@@ -260,3 +260,9 @@ def test_a_time_score_becomes_the_noise_conditional_score(name):
         np.testing.assert_allclose(
             score(x, sigma), -x / (c**2 + sigma**2), rtol=2e-3, atol=1e-6
         )
+    # learned on data / 4, i.e. N(0, (c / 4)^2 I): the same score in data units
+    scaled = sde.noise_conditional(_gaussian_score(sde, c / 4), scale=4.0)
+    for sigma in (0.02, 0.5, 3.0):
+        np.testing.assert_allclose(
+            scaled(x, sigma), -x / (c**2 + sigma**2), rtol=2e-3, atol=1e-6
+        )

@@ -84,13 +84,17 @@ class SDE(NamedTuple):
         mean, std = self.marginal(t)
         return std / mean
 
-    def noise_conditional(self, score_fn):
+    def noise_conditional(self, score_fn, scale=1.0):
         """A noise-conditional score ``(x, sigma) -> grad log (p * N(0,
         sigma^2 I))(x)`` from a time-conditional one of this SDE: with ``t =
         noise_time(sigma)`` and ``m = mean(t)``, the law of ``x_t`` is that of
         ``m (x_0 + sigma z)``, so the score is ``m s(m x, t)``. It is what
         :class:`~numpyro_ebm.ScoreDistribution` and
         :class:`~numpyro_ebm.ScorePosterior` take.
+
+        ``scale``: the score was learned on data divided by ``scale`` (e.g.
+        standardised); the result is the score in the data's own units,
+        ``(m / scale) s(m x / scale, noise_time(sigma / scale))``.
 
         Example:
             >>> import jax.numpy as jnp
@@ -102,15 +106,16 @@ class SDE(NamedTuple):
             >>> float(s(jnp.ones((1, 1)), 0.5)[0, 0])  # -x / (4 + sigma^2)
             -0.2352...
         """
+        scale = validation.positive("scale", scale)
 
         def noise_score(x, sigma):
             n = jnp.shape(x)[0]
-            t = jnp.broadcast_to(self.noise_time(sigma), (n,)).astype(
+            t = jnp.broadcast_to(self.noise_time(sigma / scale), (n,)).astype(
                 jnp.result_type(x, float)
             )
             mean, _ = self.marginal(t)
             mean = _expand(mean, x)
-            return mean * score_fn(mean * x, t)
+            return mean / scale * score_fn(mean * x / scale, t)
 
         return noise_score
 
