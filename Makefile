@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_learning.py
 	$(PY) benchmarks/bench_mml.py
 	$(PY) benchmarks/bench_posteriors.py
+	$(PY) benchmarks/bench_diffusion.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

@@ -159,6 +159,17 @@ class ScorePosterior(MCMCKernel):
     a_L / (2 v))``). A linear Gaussian model measures both; see the docs page
     *Diffusion models and score priors*.
 
+    Limits: the weights of well-separated modes are set at the level where
+    the modes part, and later levels cannot move mass between them. When the
+    observation re-weights such modes (it favours one the prior makes rare),
+    the draws keep the weights of that intermediate level, not the
+    posterior's: on a two-mode prior 0.7 / 0.3 whose posterior weights are
+    0.10 / 0.90, the draws give 0.50 / 0.50 with the exact score (0.37 /
+    0.63 with five times the steps and a long stationary stage).
+    The passes agree with each other, so nothing in the chains shows it;
+    check such a model against quadrature in low dimension, or use an
+    energy prior with a tempered sampler.
+
     Args:
         model: a NumPyro model with at least one ScoreDistribution site (not in
             a plate) and continuous other latent sites with densities.
