@@ -168,14 +168,21 @@ def test_bad_input(energy_net):
 
 
 # ---------------------------------------------- checkpoints and devices
-def _sm():
+def _sm(objective="sliced"):
+    if objective == "diffusion":  # a time-conditional net under an SDE
+        from numpyro_ebm.core.sde import vp_sde
+
+        sde = vp_sde()
+        net = ne.nn.DiffusionScoreMLP(DIM, sde, (16,), rngs=nnx.Rngs(0))
+        return ne.ScoreMatching(net, optax.adam(1e-2), ne.DiffusionScoreMatching(sde))
     net = ne.nn.EnergyMLP(DIM, (16,), rngs=nnx.Rngs(0))
     return ne.ScoreMatching(net, optax.adam(1e-2), ne.SlicedScoreMatching())
 
 
-def test_checkpoint_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("objective", ["sliced", "diffusion"])
+def test_checkpoint_resume_is_bit_identical(tmp_path, objective):
     x = gaussian_data(n=256)
-    run = lambda **kw: _sm().run(
+    run = lambda **kw: _sm(objective).run(
         jax.random.key(0), 40, x, batch_size=32, progress_bar=False, **kw
     )
     plain = run()
@@ -194,11 +201,12 @@ def test_checkpoint_resume_is_bit_identical(tmp_path):
     assert int(resumed.state.step) == 40
 
 
-def test_data_parallel_matches_single_device():
+@pytest.mark.parametrize("objective", ["sliced", "diffusion"])
+def test_data_parallel_matches_single_device(objective):
     assert jax.device_count() >= 4
     x = gaussian_data(n=256)
     runs = [
-        _sm().run(
+        _sm(objective).run(
             jax.random.key(0),
             30,
             x,
