@@ -100,11 +100,12 @@ EXAMPLES = {
 SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
 
-# The two digit-image examples cost 80 s of compilation between them, at any
+# The digit-image examples cost 90 s of compilation between them, at any
 # size: they run in `make test-all`. Their parts (SOUL and PGD with energy
-# priors, SVI with an energy prior, importance-sampled likelihoods) are tested
-# in test_mml and test_marginal.
-SLOW_EXAMPLES = {"latent_ebm_prior.py", "vae_digits.py"}
+# priors, SVI with an energy prior, importance-sampled likelihoods, diffusion
+# priors under ScorePosterior) are tested in test_mml, test_marginal and
+# test_score_posterior.
+SLOW_EXAMPLES = {"latent_ebm_prior.py", "score_prior_digits.py", "vae_digits.py"}
 
 
 @pytest.mark.parametrize(

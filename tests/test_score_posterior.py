@@ -166,8 +166,8 @@ def test_other_latent_sites_are_sampled_in_the_same_pass():
     assert bool(jnp.all(draws["tau"] > 0))  # the constrained site, back in its support
     nuts = MCMC(
         NUTS(_noise_model(dist.Normal(jnp.zeros(2), 1.0).to_event(1))),
-        num_warmup=500,
-        num_samples=2000,
+        num_warmup=300,
+        num_samples=1000,
         num_chains=2,
         chain_method="vectorized",
         progress_bar=False,
