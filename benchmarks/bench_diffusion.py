@@ -60,15 +60,13 @@ def ncsn_toy():
     return gaussian_mixture(NCSN_MEANS, jnp.ones(2), NCSN_WEIGHTS)
 
 
-def train(law, num_steps, seed=0, hidden=(128, 128, 128)):
-    """A DiffusionScoreMLP on standardised draws of ``law``; returns the
-    network, the scale and the training seconds."""
-    data = law.sample(jax.random.key(seed), 20_000)
-    scale = float(jnp.std(data))
-    net = ne.nn.DiffusionScoreMLP(2, SDE, hidden, rngs=nnx.Rngs(seed))
+def fit(data, num_steps, *, hidden, learning_rate, batch_size, seed=0):
+    """A DiffusionScoreMLP trained on ``data`` by continuous DSM; returns the
+    network and the training seconds."""
+    net = ne.nn.DiffusionScoreMLP(data.shape[-1], SDE, hidden, rngs=nnx.Rngs(seed))
     learner = ne.ScoreMatching(
         net,
-        optax.adam(optax.cosine_decay_schedule(2e-3, num_steps, 0.01)),
+        optax.adam(optax.cosine_decay_schedule(learning_rate, num_steps, 0.01)),
         ne.DiffusionScoreMatching(SDE),
     )
     result, seconds, _ = timed(
@@ -76,13 +74,29 @@ def train(law, num_steps, seed=0, hidden=(128, 128, 128)):
             learner.run(
                 jax.random.key(seed + 1),
                 num_steps,
-                data / scale,
-                batch_size=512,
+                data,
+                batch_size=batch_size,
                 progress_bar=False,
             )
         )
     )
-    return result.module, scale, seconds
+    return result.module, seconds
+
+
+def train(law, num_steps, seed=0, hidden=(128, 128, 128)):
+    """The model of standardised draws of ``law``: the network, the scale and
+    the training seconds."""
+    data = law.sample(jax.random.key(seed), 20_000)
+    scale = float(jnp.std(data))
+    net, seconds = fit(
+        data / scale,
+        num_steps,
+        hidden=hidden,
+        learning_rate=2e-3,
+        batch_size=512,
+        seed=seed,
+    )
+    return net, scale, seconds
 
 
 def in_units(net, scale):
@@ -400,20 +414,12 @@ def bench_digits(num_steps, hutchinson):
     deq = (train_x[None] + jax.random.uniform(key, (20,) + train_x.shape)) / levels
     deq = deq.reshape(-1, 64)
     mean, sd = deq.mean(0), deq.std(0) + 1e-3
-    net = ne.nn.DiffusionScoreMLP(64, SDE, (256, 256, 256), rngs=nnx.Rngs(0))
-    learner = ne.ScoreMatching(
-        net,
-        optax.adam(optax.cosine_decay_schedule(1e-3, num_steps, 0.01)),
-        ne.DiffusionScoreMatching(SDE),
-    )
-    result, seconds, _ = timed(
-        lambda: learner.run(
-            jax.random.key(1),
-            num_steps,
-            (deq - mean) / sd,
-            batch_size=256,
-            progress_bar=False,
-        )
+    net, seconds = fit(
+        (deq - mean) / sd,
+        num_steps,
+        hidden=(256, 256, 256),
+        learning_rate=1e-3,
+        batch_size=256,
     )
     u = jax.random.uniform(jax.random.key(2), test_x.shape)
     x = ((test_x + u) / levels - mean) / sd
@@ -423,9 +429,7 @@ def bench_digits(num_steps, hutchinson):
         else {}
     )
     (ll, ll_seconds, _) = timed(
-        lambda: jax.block_until_ready(
-            ode_log_likelihood(result.module, SDE, x, **kwargs)
-        )
+        lambda: jax.block_until_ready(ode_log_likelihood(net, SDE, x, **kwargs))
     )
     # back to the dequantised [0, 1] density, then to a bound on the discrete
     # law: log P(k) >= E_u log p((k + u) / 17) - 64 log 17

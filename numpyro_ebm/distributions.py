@@ -429,9 +429,7 @@ class ScoreDistribution(dist.Distribution):
             (10.0, (10,))
         """
         num_levels = validation.positive_integer("num_levels", num_levels)
-        eps = validation.positive("eps", eps)
-        if not eps < 1:
-            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        eps = float(validation.probability("eps", eps))
         scale = validation.positive("scale", scale)
         top = scale * float(sde.noise_level(1.0))
         bottom = scale * float(sde.noise_level(eps))

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jax import random
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.sde import check_batch_and_score
 
 __all__ = [
     "probability_flow_drift",
@@ -71,31 +72,6 @@ def probability_flow_drift(score_fn, sde):
         return sde.drift(x, t) - 0.5 * g**2 * score_fn(x, t_batch)
 
     return drift
-
-
-def _check_eps(eps):
-    eps = validation.positive("eps", eps)
-    if not eps < 1:
-        raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
-    return eps
-
-
-def _check_batch(x):
-    x = jnp.asarray(x)
-    if jnp.ndim(x) < 2:
-        raise ValueError(
-            f"`x` must be a batch of points, shape (n, ...), got {x.shape}."
-        )
-    return x
-
-
-def _check_score(score_fn, x):
-    out = jax.eval_shape(score_fn, x, jnp.ones(x.shape[:1], jnp.result_type(x, float)))
-    if tuple(out.shape) != tuple(x.shape):
-        raise ValueError(
-            f"`score_fn(x, t)` must return scores of x's shape {tuple(x.shape)}, "
-            f"got {tuple(out.shape)}."
-        )
 
 
 def _solve(field, y0, t0, t1, args, *, rtol, atol, solver, max_steps, what):
@@ -220,9 +196,8 @@ def ode_sample(
         *Score-based generative modeling through stochastic differential
         equations*, ICLR.
     """
-    eps = _check_eps(eps)
-    x = _check_batch(x)
-    _check_score(score_fn, x)
+    eps = float(validation.probability("eps", eps))
+    x = check_batch_and_score(score_fn, x)
     return _solve(
         _flow_field,
         x,
@@ -286,9 +261,8 @@ def ode_log_likelihood(
         Song et al. (2021), sec. 4.3 and appendix D.2; Chen et al. (2018);
         Grathwohl et al. (2019), *FFJORD*.
     """
-    eps = _check_eps(eps)
-    x = _check_batch(x)
-    _check_score(score_fn, x)
+    eps = float(validation.probability("eps", eps))
+    x = check_batch_and_score(score_fn, x)
     if trace_estimator not in TRACE_ESTIMATORS:
         raise ValueError(
             f"`trace_estimator` must be one of {TRACE_ESTIMATORS}, got "

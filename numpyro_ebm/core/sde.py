@@ -295,13 +295,22 @@ def _check_time(t, dt=None):
         raise ValueError(f"`dt` must be in (0, t) = (0, {t}), got {float(dt)}.")
 
 
-def _check_score(score_fn, x, t):
-    out = jax.eval_shape(score_fn, x, t)
-    if tuple(out.shape) != tuple(jnp.shape(x)):
+def check_batch_and_score(score_fn, x):
+    """``x`` as an array of shape ``(n, ...)``, after checking that
+    ``score_fn(x, t)`` (``t`` of shape ``(n,)``) returns scores of its shape."""
+    x = jnp.asarray(x)
+    if jnp.ndim(x) < 2:
         raise ValueError(
-            f"`score_fn(x, t)` must return scores of x's shape {tuple(jnp.shape(x))}, "
+            f"`x` must be a batch of points, shape (n, ...), got {x.shape}."
+        )
+    t = jnp.ones(x.shape[:1], jnp.result_type(x, float))
+    out = jax.eval_shape(score_fn, x, t)
+    if tuple(out.shape) != tuple(x.shape):
+        raise ValueError(
+            f"`score_fn(x, t)` must return scores of x's shape {tuple(x.shape)}, "
             f"got {tuple(out.shape)}."
         )
+    return x
 
 
 def reverse_step(rng_key, score_fn, sde, x, t, dt):
@@ -406,19 +415,12 @@ def pc_sample(
     validation.positive("snr", snr)
     if times is None:
         num_steps = validation.positive_integer("num_steps", num_steps)
-        eps = validation.positive("eps", eps)
-        if not eps < 1:
-            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        eps = float(validation.probability("eps", eps))
         times = jnp.linspace(1.0, eps, num_steps + 1)
     else:
         times = _check_times(times)[::-1]
         num_steps = times.shape[0] - 1
-    x = jnp.asarray(x)
-    if jnp.ndim(x) < 2:
-        raise ValueError(
-            f"`x` must be a batch of starting points, shape (n, ...), got {x.shape}."
-        )
-    _check_score(score_fn, x, jnp.ones(x.shape[:1], jnp.result_type(x, float)))
+    x = check_batch_and_score(score_fn, x)
     dts = times[:-1] - times[1:]
 
     def body(carry, inputs):

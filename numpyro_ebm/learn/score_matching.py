@@ -347,9 +347,7 @@ class DiffusionScoreMatching:
                 "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
                 f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
             )
-        eps = validation.positive("eps", eps)
-        if not eps < 1:
-            raise ValueError(f"`eps` must be in (0, 1), got {eps}.")
+        eps = float(validation.probability("eps", eps))
         self.sde = sde
         self.eps = float(eps)
 
