@@ -19,6 +19,8 @@ from numpyro_ebm.infer import (
     MALA,
     MALT,
     RWMH,
+    SGHMC,
+    SGLD,
     ULA,
     AnnealedLangevin,
     KernelState,
@@ -55,6 +57,7 @@ from numpyro_ebm.learn import (
     score_from_energy,
     sliced_score_matching_loss,
 )
+from numpyro_ebm.learn.distributed import local_shard
 
 __version__ = "0.1.0.dev0"
 
@@ -86,6 +89,8 @@ __all__ = [
     "ScorePosterior",
     "parallel_chains",
     "RWMH",
+    "SGLD",
+    "SGHMC",
     "AnnealedLangevin",
     "KernelState",
     "geometric_schedule",
@@ -95,6 +100,7 @@ __all__ = [
     "annealed_langevin",
     "EnergyDistribution",
     "ScoreDistribution",
+    "local_shard",
     "EBM",
     "PGD",
     "IPLA",

@@ -685,3 +685,24 @@ def test_default_step_size_rule_fits_the_factor_model(factor_data, estimator_cls
     assert reached > mle - 1.5, (reached, mle)
     accept = np.asarray(result.history["accept_prob"])[-500:].mean()
     assert abs(accept - 0.574) < 0.05, accept
+
+
+@pytest.mark.parametrize("name", ["PGD", "SOUL"])
+def test_particles_split_over_devices_give_the_single_device_run(name):
+    # the particles are split over 4 devices, the data replicated: the same
+    # run up to the order of the particle sums
+    from tests.distributed_worker import estimators, latent_model, run_estimator
+
+    runs = [
+        run_estimator(estimators()[name.lower()], jax.random.key(0), num_devices=n)
+        for n in (None, 4)
+    ]
+    np.testing.assert_allclose(
+        runs[0].history["log_joint"], runs[1].history["log_joint"], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        runs[0].params["theta"], runs[1].params["theta"], rtol=1e-5, atol=1e-6
+    )
+    odd = ne.PGD(latent_model, step_size=0.05, num_particles=6)
+    with pytest.raises(ValueError, match="`num_particles` \\(6\\) must be divisible"):
+        run_estimator(odd, jax.random.key(0), num_devices=4)

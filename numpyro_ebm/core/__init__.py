@@ -1,6 +1,7 @@
 """Functional core: pure JAX transitions with NamedTuple states (no NumPyro)."""
 
 from numpyro_ebm.core import (
+    batches,
     chains,
     kinetic,
     langevin,
@@ -13,6 +14,7 @@ from numpyro_ebm.core import (
     tempering,
     validation,
 )
+from numpyro_ebm.core.batches import batch_indices
 from numpyro_ebm.core.chains import ChainsInfo, run_chains
 from numpyro_ebm.core.langevin import (
     LangevinInfo,
@@ -29,6 +31,8 @@ from numpyro_ebm.core.schedules import (
 )
 
 __all__ = [
+    "batches",
+    "batch_indices",
     "chains",
     "kinetic",
     "langevin",

@@ -5,6 +5,7 @@ from numpyro_ebm.infer.kernels import MALA, RWMH, ULA, AnnealedLangevin
 from numpyro_ebm.infer.kinetic import MALT, UnderdampedLangevin
 from numpyro_ebm.infer.parallel import parallel_chains
 from numpyro_ebm.infer.score_posterior import ScorePosterior
+from numpyro_ebm.infer.stochastic_gradient import SGHMC, SGLD
 from numpyro_ebm.infer.tempering import ParallelTempering
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "UnderdampedLangevin",
     "ParallelTempering",
     "ScorePosterior",
+    "SGLD",
+    "SGHMC",
     "parallel_chains",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "array_digest",
     "function_digest",
     "optimizer_digest",
+    "rows_digest",
     "structure_digest",
 ]
 
@@ -135,7 +136,7 @@ class Checkpointer:
         self.directory = os.path.abspath(directory)
         try:
             os.makedirs(self.directory, exist_ok=True)
-            probe = os.path.join(self.directory, ".write-test")
+            probe = os.path.join(self.directory, f".write-test-{jax.process_index()}")
             with open(probe, "w") as f:
                 f.write("ok")
             os.remove(probe)
@@ -145,21 +146,27 @@ class Checkpointer:
             ) from err
         self.fingerprint = json.loads(json.dumps(fingerprint))
         run_file = os.path.join(self.directory, _RUN_FILE)
-        if not resume:
+        # with several processes (one directory that all of them see), the
+        # first one deletes and records; the others wait for it
+        first = jax.process_index() == 0
+        if not resume and first:
             for entry in os.listdir(self.directory):
                 path = os.path.join(self.directory, entry)
                 if entry.isdigit() and os.path.isdir(path):
                     shutil.rmtree(path)
             if os.path.exists(run_file):
                 os.remove(run_file)
+        _barrier("numpyro_ebm checkpoint start")
         options = ocp.CheckpointManagerOptions(
             max_to_keep=None, enable_async_checkpointing=False
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
         if self.manager.latest_step() is not None:
             self._check_fingerprint(run_file)
-        with open(run_file, "w") as f:
-            json.dump(self.fingerprint, f, indent=1, sort_keys=True)
+        _barrier("numpyro_ebm checkpoint checked")
+        if first:
+            with open(run_file, "w") as f:
+                json.dump(self.fingerprint, f, indent=1, sort_keys=True)
 
     def _check_fingerprint(self, run_file):
         if not os.path.exists(run_file):
@@ -195,7 +202,7 @@ class Checkpointer:
         filled = jax.tree.map(lambda h: h[:step], history)
         self.manager.save(int(step), args=ocp.args.StandardSave((state, filled)))
 
-    def restore(self, step, state, history):
+    def restore(self, step, state, history, sharding=None):
         """``(state, history)`` at ``step``: the history's first ``step`` entries
         from the checkpoint, the rest as in ``history`` (zeros)."""
         import orbax.checkpoint as ocp
@@ -207,24 +214,103 @@ class Checkpointer:
                 f"beyond num_steps={num_steps}: ask for at least {step} steps, or "
                 "pass resume=False to start afresh."
             )
+
+        def like(x):
+            # each array restored onto the sharding of the run that restores
+            # it: a checkpoint of replicated arrays restores on any number
+            # of devices and processes
+            placed = getattr(x, "sharding", None)
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=placed)
+
+        # the history lands where this process can read it: on the given
+        # sharding (replicated over every process's devices), or on this
+        # process's first device
+        history_sharding = sharding or jax.sharding.SingleDeviceSharding(
+            jax.local_devices()[0]
+        )
         abstract = (
-            jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state),
+            jax.tree.map(like, state),
             jax.tree.map(
-                lambda h: jax.ShapeDtypeStruct((step, *h.shape[1:]), h.dtype), history
+                lambda h: jax.ShapeDtypeStruct(
+                    (step, *h.shape[1:]), h.dtype, sharding=history_sharding
+                ),
+                history,
             ),
         )
+
         restored_state, filled = self.manager.restore(
             int(step), args=ocp.args.StandardRestore(abstract)
         )
-        restored_state = jax.tree.map(jnp.asarray, restored_state)
-        history = jax.tree.map(
-            lambda h, f: h.at[:step].set(jnp.asarray(f)), history, filled
-        )
-        return restored_state, history
+
+        def merge(h, f):
+            h = np.array(h)
+            h[:step] = np.asarray(_local(f))
+            return h
+
+        return restored_state, jax.tree.map(merge, history, filled)
 
     def close(self):
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def _local(x):
+    """A replicated array of several processes as this process's copy."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        return x.addressable_data(0)
+    return x
+
+
+def _barrier(name):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+@jax.jit
+def _row_sums(values, num_rows):
+    bits = jax.lax.bitcast_convert_type(values, jnp.uint32)  # float64: 2 words
+    flat = bits.reshape(values.shape[0], -1)
+    row = jnp.arange(flat.shape[0], dtype=jnp.uint32)
+    column = jnp.arange(flat.shape[1], dtype=jnp.uint32)
+    # wrapping uint32 arithmetic: exact and order-free, so the sums do not
+    # depend on how the rows are split over devices and processes
+    weight = (row * jnp.uint32(2654435761) + 1)[:, None] * (
+        column * jnp.uint32(40503) + 1
+    )
+    mixed = flat ^ (flat >> 15)
+    keep = (row < num_rows.astype(jnp.uint32))[:, None]
+    first = jnp.sum(jnp.where(keep, flat * weight, 0), dtype=jnp.uint32)
+    second = jnp.sum(
+        jnp.where(keep, mixed * (weight ^ jnp.uint32(0x9E3779B9)), 0), dtype=jnp.uint32
+    )
+    return jnp.stack([first, second])
+
+
+def rows_digest(values, num_rows) -> str:
+    """A digest of the first ``num_rows`` rows of ``values``, the same however
+    the rows are split over devices or processes (and whatever padding
+    follows them).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> x = jnp.arange(6.0).reshape(3, 2)
+        >>> padded = jnp.concatenate([x, jnp.zeros((1, 2))])
+        >>> rows_digest(x, 3) == rows_digest(padded, 3)
+        True
+        >>> rows_digest(x, 3) == rows_digest(x.at[2, 1].set(7.0), 3)
+        False
+    """
+    values = jnp.asarray(values) if not isinstance(values, jax.Array) else values
+    if values.dtype.itemsize < 4:
+        values = values.astype(jnp.float32)
+    num_rows = int(np.asarray(_local(num_rows)))
+    sums = np.asarray(_local(_row_sums(values, jnp.asarray(num_rows, jnp.int32))))
+    h = hashlib.sha256()
+    h.update(repr((num_rows, values.shape[1:], str(values.dtype))).encode())
+    h.update(sums.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _short(value):

@@ -27,6 +27,7 @@ import optax
 from jax import random
 
 from numpyro_ebm.core import tempering, validation
+from numpyro_ebm.core.batches import batch_indices
 from numpyro_ebm.core.chains import run_chains
 from numpyro_ebm.learn import training
 
@@ -258,7 +259,7 @@ class PCD(NamedTuple):
     def sample(self, rng_key, energy, batch, state):
         key_idx, key_reinit, key_noise, key_run = random.split(rng_key, 4)
         n = batch.shape[0]
-        idx = random.choice(key_idx, self.buffer_size, (n,), replace=False)
+        idx = batch_indices(key_idx, self.buffer_size, n)
         start = state["buffer"][idx]
         fresh = _noise(key_noise, self.init, state, n)
         restart = random.bernoulli(key_reinit, self.reinit_prob, (n,))
@@ -550,7 +551,7 @@ class EBM(training.Learner):
             state, key = training.new_key(state)
             key_batch, key_neg = random.split(key)
             batch = training.shard_batch(
-                training.sample_batch(key_batch, data, batch_size), mesh
+                training.sample_batch(key_batch, data, batch_size, mesh), mesh
             )
             negatives, sampler_state, info = self.method.sample(
                 key_neg, self._energy(state.params), batch, state.sampler_state

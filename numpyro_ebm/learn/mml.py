@@ -34,8 +34,8 @@ from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
+from numpyro_ebm.learn import distributed, training
 from numpyro_ebm.learn import model_density as density
-from numpyro_ebm.learn import training
 from numpyro_ebm.learn.checkpoints import (
     array_digest,
     function_digest,
@@ -58,6 +58,18 @@ class ParticleState(NamedTuple):
 
     particles: dict
     step_size: jax.Array
+
+
+def _shard_particles(state, mesh):
+    """Split the particles (their leading axis) over the mesh's devices."""
+    if mesh is None:
+        return state
+    particles = jax.tree.map(
+        lambda x: training.shard_batch(x, mesh), state.sampler_state.particles
+    )
+    return state._replace(
+        sampler_state=state.sampler_state._replace(particles=particles)
+    )
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -432,6 +444,7 @@ class _Estimator:
         checkpoint_dir=None,
         checkpoint_every=None,
         resume=True,
+        num_devices=None,
         **kwargs,
     ):
         """Run ``num_steps`` iterations; returns an :class:`MMLRunResult`.
@@ -455,7 +468,29 @@ class _Estimator:
             resume: ``False`` deletes the checkpoints in ``checkpoint_dir`` and
                 starts afresh; by default checkpoints of another run are
                 refused, saying what differs.
+            num_devices: split the particles over this many devices of
+                ``jax.devices()`` (``num_particles`` must divide evenly); the
+                parameters and the model's arguments are replicated. After
+                :func:`jax.distributed.initialize` with several processes,
+                every device of every process is used, and each process
+                passes the same arguments.
         """
+        mesh = distributed.make_mesh(num_devices)
+        size = distributed.mesh_size(mesh)
+        if self.num_particles % size:
+            raise ValueError(
+                f"`num_particles` ({self.num_particles}) must be divisible by the "
+                f"number of devices ({size}): each device moves an equal share."
+            )
+        if distributed.is_multiprocess():
+            dynamic_args, _ = density.split_arguments(args, kwargs)
+            distributed.check_agreement(
+                rng_key=np.asarray(jax.random.key_data(rng_key)).tolist(),
+                num_steps=int(num_steps),
+                estimator=self._describe(),
+                data=[array_digest(x) for x in dynamic_args],
+                init_state=init_state is not None,
+            )
         fresh = self.init(rng_key, *args, **kwargs)
         if init_state is None:
             state = fresh
@@ -551,6 +586,8 @@ class _Estimator:
             checkpoint_every=checkpoint_every,
             fingerprint=fingerprint,
             resume=resume,
+            mesh=mesh,
+            split_rows=False,
         )
         del history["diverged"]
         self._warn_about(history)
@@ -581,9 +618,10 @@ class _Estimator:
 
     def _make_step(self, trace_params, static):
         def step(state, dynamic, mesh):
-            del mesh
             args, kwargs = density.merge_arguments(dynamic, static)
+            state = _shard_particles(state, mesh)
             new, lp, info = self._update(state, args, kwargs)
+            new = _shard_particles(new, mesh)
             params = self._constrain(
                 self._spec.param_transforms,
                 {k: v for k, v in new.params.items() if k in trace_params},

@@ -24,6 +24,7 @@ from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.util import log_density
 from numpyro.primitives import Messenger
 
+from numpyro_ebm.core.batches import batch_indices
 from numpyro_ebm.distributions import EnergyDistribution
 
 __all__ = [
@@ -229,11 +230,11 @@ def gradients(spec, params_u, particles, args, kwargs, rng_key, batch):
 
 # ------------------------------------------------------------ mini-batches
 def draw_batch(spec, key):
-    """Indices for each subsampled plate (without replacement)."""
+    """Indices for each subsampled plate (distinct, in O(subsample size))."""
     plates = spec.plates
     keys = random.split(key, max(len(plates), 1))
     return {
-        name: random.choice(k, size, (sub,), replace=False)
+        name: batch_indices(k, size, sub)
         for k, (name, (size, sub)) in zip(keys, plates.items(), strict=False)
     }
 

@@ -441,7 +441,7 @@ class ScoreMatching(training.Learner):
         def step(state, data, mesh):
             state, key = training.new_key(state)
             key_batch, key_loss = random.split(key)
-            batch = training.sample_batch(key_batch, data, batch_size)
+            batch = training.sample_batch(key_batch, data, batch_size, mesh)
             batch = training.shard_batch(batch, mesh)
 
             def loss_fn(params):

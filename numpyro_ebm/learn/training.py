@@ -22,14 +22,17 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.batches import batch_indices
+from numpyro_ebm.learn import distributed
 from numpyro_ebm.learn.checkpoints import (
     Checkpointer,
     array_digest,
     function_digest,
     optimizer_digest,
+    rows_digest,
     structure_digest,
 )
 
@@ -223,16 +226,11 @@ def check_network_input(apply, params, example, what="network"):
         ) from err
 
 
-def _mesh(num_devices):
-    devices = jax.devices()[:num_devices]
-    return Mesh(np.array(devices), ("data",))
-
-
 def shard_batch(x, mesh):
     """Constrain a per-example array to be split over the mesh's data axis."""
     if mesh is None:
         return x
-    spec = PartitionSpec("data", *([None] * (x.ndim - 1)))
+    spec = PartitionSpec(distributed.AXIS, *([None] * (x.ndim - 1)))
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
 
@@ -252,6 +250,8 @@ def run_loop(
     cache_key=None,
     fingerprint: dict | None = None,
     resume: bool = True,
+    mesh=None,
+    split_rows: bool = True,
 ):
     """Run ``num_steps`` of ``step(state, data, mesh) -> (state, metrics)``.
 
@@ -264,7 +264,14 @@ def run_loop(
     each chunk's metrics (iterations ``lower, lower + 1, ...``) and may raise
     to stop the run.
 
-    ``data`` is an argument of the compiled loop, never a constant inside it.
+    ``data`` is an argument of the compiled loop, never a constant inside it:
+    an array (this process's rows, with several processes), split over the
+    devices by rows (:func:`numpyro_ebm.learn.distributed.put_rows`), or
+    :class:`~numpyro_ebm.learn.distributed.Rows` already split; ``step``
+    receives the :class:`~numpyro_ebm.learn.distributed.Rows`; with
+    ``split_rows=False`` any pytree, replicated on every device. ``mesh``
+    (default: :func:`~numpyro_ebm.learn.distributed.make_mesh` of
+    ``num_devices``) is the device mesh.
     With ``cache`` (a dict owned by the caller) the compiled loop is kept
     under ``cache_key``, which must identify ``step``: a later run with the
     same key and inputs of the same shapes compiles nothing.
@@ -282,37 +289,38 @@ def run_loop(
     checkpointer = None
     if checkpoint_dir is not None:  # refuse an unusable directory before any work
         checkpointer = Checkpointer(checkpoint_dir, fingerprint or {}, resume=resume)
-    mesh = None
-    if num_devices is not None and num_devices > 1:
-        if num_devices > jax.device_count():
-            raise ValueError(
-                f"`num_devices={num_devices}` but only {jax.device_count()} device(s) "
-                "are visible."
-            )
-        mesh = _mesh(num_devices)
-        replicated = NamedSharding(mesh, PartitionSpec())
-        state = jax.device_put(state, replicated)
-        data = jax.device_put(data, replicated)
-
+    mesh = distributed.make_mesh(num_devices) if mesh is None else mesh
+    devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
+    if split_rows and not isinstance(data, distributed.Rows):
+        data = distributed.put_rows(data, mesh)
+    elif not split_rows:
+        data = distributed.replicate(data, mesh)
     # weak types (e.g. from Python scalars) would change after one step and
     # make the loop compile a second time
-    state = strong_types(state)
+    state = distributed.replicate(strong_types(state), mesh)
     run_chunk, metrics_shape = None, None
     if cache is not None:
-        run_chunk = cache.get(("loop", cache_key, num_devices))
-        shapes_key = ("metrics", cache_key, num_devices, _shapes(state, data))
+        run_chunk = cache.get(("loop", cache_key, devices))
+        shapes_key = ("metrics", cache_key, devices, _shapes(state, data))
         metrics_shape = cache.get(shapes_key)
     if metrics_shape is None:
         metrics_shape = jax.eval_shape(lambda s, d: step(s, d, mesh)[1], state, data)
         if cache is not None:
             cache[shapes_key] = metrics_shape
     history = jax.tree.map(
-        lambda m: jnp.zeros((num_steps, *m.shape), m.dtype), metrics_shape
+        lambda m: np.zeros((num_steps, *m.shape), m.dtype), metrics_shape
     )
     start_step = 0
     if checkpointer is not None and checkpointer.latest() is not None:
         start_step = int(checkpointer.latest())
-        state, history = checkpointer.restore(start_step, state, history)
+        replicated = None
+        if distributed.is_multiprocess():
+            replicated = NamedSharding(mesh, PartitionSpec())
+        state, history = checkpointer.restore(start_step, state, history, replicated)
+    if distributed.is_multiprocess():
+        history = distributed.replicate(history, mesh)
+    else:  # as device arrays, like the loop's outputs: one compiled version
+        history = jax.tree.map(jnp.asarray, history)
 
     if run_chunk is None:
 
@@ -327,7 +335,7 @@ def run_loop(
             return jax.lax.fori_loop(lower, upper, body, (state, history))
 
         if cache is not None:
-            cache[("loop", cache_key, num_devices)] = run_chunk
+            cache[("loop", cache_key, devices)] = run_chunk
 
     # chunks of at most _MAX_CHUNK steps even without a progress bar, so that
     # `check` stops a failing run soon after the failure
@@ -342,11 +350,16 @@ def run_loop(
     )
     with bar:
         for lower, upper in zip(bounds[:-1], bounds[1:], strict=True):
-            state, history = run_chunk(state, history, data, lower, upper)
+            state, history = _run_chunk(
+                run_chunk, state, history, data, lower, upper, checkpointer
+            )
+            if check is not None or progress_bar:
+                recent = jax.device_get(
+                    _window(distributed.to_local(history), lower, upper)
+                )
             if check is not None:
-                check(jax.device_get(_window(history, lower, upper)), lower)
+                check(recent, lower)
             if progress_bar:
-                recent = jax.device_get(_window(history, lower, upper))
                 bar.set_postfix_str(_postfix(recent), refresh=False)
                 bar.update(upper - lower)
             if checkpointer is not None and (
@@ -356,7 +369,30 @@ def run_loop(
                 checkpointer.save(upper, state, history)
     if checkpointer is not None:
         checkpointer.close()
-    return state, history
+    return distributed.to_local(state), distributed.to_local(history)
+
+
+def _run_chunk(run_chunk, state, history, data, lower, upper, checkpointer):
+    """One chunk of the loop; with several processes, a failed collective
+    (another process died) becomes an error that says where to resume."""
+    if not distributed.is_multiprocess():
+        return run_chunk(state, history, data, lower, upper)
+    try:
+        return jax.block_until_ready(run_chunk(state, history, data, lower, upper))
+    except jax.errors.JaxRuntimeError as err:
+        latest = None if checkpointer is None else checkpointer.latest()
+        where = (
+            f"the latest checkpoint, at step {latest} in {checkpointer.directory!r}"
+            if latest is not None
+            else "no checkpoint (pass `checkpoint_dir` and `checkpoint_every` to "
+            "be able to resume)"
+        )
+        raise RuntimeError(
+            f"process {jax.process_index()} of {jax.process_count()}: steps "
+            f"{lower}..{upper} failed in a collective with the other processes "
+            f"(one of them has probably stopped): {err}. Restart every process; "
+            f"a run with the same arguments resumes from {where}."
+        ) from err
 
 
 def describe(obj, config):
@@ -442,10 +478,13 @@ def init_state(rng_key, params, optimizer, sampler_state=()):
     )
 
 
-def sample_batch(rng_key, data, batch_size):
-    """A minibatch drawn without replacement."""
-    idx = jax.random.choice(rng_key, data.shape[0], (batch_size,), replace=False)
-    return data[idx]
+def sample_batch(rng_key, data, batch_size, mesh=None):
+    """A minibatch of distinct rows in O(batch) (see
+    :func:`numpyro_ebm.core.batches.batch_indices`), split over ``mesh``;
+    ``data`` is an array or :class:`~numpyro_ebm.learn.distributed.Rows`."""
+    if isinstance(data, distributed.Rows):
+        return distributed.gather_rows(rng_key, data, batch_size, mesh)
+    return data[batch_indices(rng_key, data.shape[0], batch_size)]
 
 
 class Learner:
@@ -505,9 +544,13 @@ class Learner:
             batch_size: minibatch size (drawn without replacement each step).
             init_state: a previous run's ``result.state`` to continue from.
             progress_bar: show a progress bar with running metrics.
-            num_devices: shard each minibatch (and per-example work such as
-                negatives) over this many devices of ``jax.devices()``;
-                ``batch_size`` must divide evenly.
+            num_devices: split the data by rows, and each minibatch (and
+                per-example work such as negatives), over this many devices
+                of ``jax.devices()``; ``batch_size`` must divide evenly. After
+                :func:`jax.distributed.initialize` with several processes,
+                every device of every process is used and ``data`` are this
+                process's rows (:func:`numpyro_ebm.local_shard`); the run is
+                the one a single process would make with the same key.
             checkpoint_dir: save Orbax checkpoints here (every
                 ``checkpoint_every`` steps and at the end, all kept), and
                 resume from the latest one if it was made by the same run:
@@ -523,24 +566,53 @@ class Learner:
             A :class:`TrainResult`; ``result.state.sampler_state`` holds the
             sampler's state where there is one (e.g. persistent chains).
         """
-        data = check_data(data, batch_size)
-        if num_devices and batch_size % num_devices:
-            raise ValueError("`batch_size` must be divisible by `num_devices`.")
+        mesh = distributed.make_mesh(num_devices)
+        multiprocess = distributed.is_multiprocess()
+        # with several processes, `data` are this process's rows; the batch
+        # is drawn from all of them
+        data = check_data(data, 1 if multiprocess else batch_size)
+        distributed.check_agreement(
+            rng_key=np.asarray(jax.random.key_data(rng_key)).tolist(),
+            data_shape=list(data.shape),
+            data_dtype=str(data.dtype),
+            batch_size=int(batch_size),
+            num_steps=int(num_steps),
+            learner=self._describe(),
+            init_state=init_state is not None,
+        )
+        size = distributed.mesh_size(mesh)
+        if batch_size % size:
+            raise ValueError(
+                f"`batch_size` ({batch_size}) must be divisible by the number of "
+                f"devices ({size}): each device takes an equal part of the batch."
+            )
+        rows = distributed.put_rows(data, mesh)
+        if multiprocess:
+            total = int(np.asarray(distributed.to_local(rows.num_rows)))
+            if batch_size > total:
+                raise ValueError(
+                    f"`batch_size` ({batch_size}) is larger than the data ({total} "
+                    "rows over all processes)."
+                )
+            data = rows.values  # the learners' init reads the global rows
         if init_state is None:
             state = self.init(rng_key, data, batch_size)
         else:
             state = self._check_init_state(init_state)
         fingerprint = None
         if checkpoint_dir is not None:
+            local_state = distributed.to_local(state)
             fingerprint = {
                 "learner": self._describe(),
                 "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
-                "data": array_digest(data),
+                "data": rows_digest(rows.values, rows.num_rows),
                 "batch_size": int(batch_size),
                 "optimizer": optimizer_digest(self.optimizer, self.init_params),
-                "network": [array_digest(x) for x in jax.tree.leaves(state.params)],
+                "network": [
+                    array_digest(x) for x in jax.tree.leaves(local_state.params)
+                ],
                 "network_code": self._network_code,
-                "state": structure_digest(state),
+                "state": structure_digest(local_state),
             }
         # the configuration is part of the key: the step reads it when traced
         key = (batch_size, self._describe(), id(self.optimizer))
@@ -549,10 +621,10 @@ class Learner:
         state, history = run_loop(
             step,
             state,
-            data,
+            rows,
             num_steps,
             progress_bar=progress_bar,
-            num_devices=num_devices,
+            mesh=mesh,
             checkpoint_dir=checkpoint_dir,
             checkpoint_every=checkpoint_every,
             description=self.description,
