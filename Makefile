@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mml.py
 	$(PY) benchmarks/bench_posteriors.py
 	$(PY) benchmarks/bench_diffusion.py
+	$(PY) benchmarks/bench_sgmcmc.py
+	$(PY) benchmarks/bench_big_data.py
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache

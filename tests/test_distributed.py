@@ -23,7 +23,11 @@ import numpy as np
 import pytest
 
 import jax
+import jax.numpy as jnp
 
+import numpyro_ebm as ne
+from numpyro_ebm.core.batches import batch_indices
+from numpyro_ebm.learn import distributed
 from tests import distributed_worker as worker
 
 WORKER = Path(worker.__file__)
@@ -73,12 +77,10 @@ def _report(results):
     )
 
 
-#: (processes, devices of this process's reference run, learners): every
-#: learner kind on 2 processes; one on 3 (against one device)
-CASES = [
-    (2, 4, ("ebm", "sliced", "diffusion", "pgd", "soul")),
-    (3, None, ("sliced", "pgd")),
-]
+#: (processes, devices of this process's reference run, learners): an EBM,
+#: a diffusion model and an MML estimator on 2 processes; sliced score
+#: matching and SOUL on 3 (against one device)
+CASES = [(2, 4, ("ebm", "diffusion", "pgd")), (3, None, ("sliced", "soul"))]
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +176,26 @@ def test_processes_that_disagree_are_told_what_differs(tmp_path):
     for code, _, err in results:
         assert code != 0
         assert "the processes disagree on rng_key" in err, err[-3000:]
+
+
+def test_local_shards_cover_the_rows_once_and_refuse_a_remainder():
+    x = np.arange(24).reshape(12, 2)
+    shards = [ne.local_shard(x, p, 3) for p in range(3)]
+    np.testing.assert_array_equal(np.concatenate(shards), x)
+    with pytest.raises(ValueError, match="12 rows do not divide over 5 processes"):
+        ne.local_shard(x, 0, 5)
+
+
+def test_rows_split_over_devices_gather_the_batch_exactly():
+    # 10 rows over 4 devices: padded to 12, the padding never drawn
+    x = jnp.arange(30.0).reshape(10, 3)
+    mesh = distributed.make_mesh(4)
+    rows = distributed.put_rows(x, mesh)
+    assert rows.values.shape == (12, 3) and int(rows.num_rows) == 10
+    gather = jax.jit(lambda k, r: distributed.gather_rows(k, r, 8, mesh))
+    for seed in range(5):
+        key = jax.random.key(seed)
+        idx = batch_indices(key, 10, 8)
+        np.testing.assert_array_equal(gather(key, rows), x[idx])
+    with pytest.raises(ValueError, match="divisible by the 4 devices"):
+        distributed.gather_rows(key, rows, 6, mesh)

@@ -268,11 +268,18 @@ def _barrier(name):
         multihost_utils.sync_global_devices(name)
 
 
+def _chunk_sums(rows, start):
+    rows = jnp.asarray(rows)
+    if rows.dtype.itemsize < 4:
+        rows = rows.astype(jnp.float32)
+    return _row_sums(rows, jnp.asarray(rows.shape[0], jnp.int32), start)
+
+
 @jax.jit
-def _row_sums(values, num_rows):
+def _row_sums(values, num_rows, start=0):
     bits = jax.lax.bitcast_convert_type(values, jnp.uint32)  # float64: 2 words
     flat = bits.reshape(values.shape[0], -1)
-    row = jnp.arange(flat.shape[0], dtype=jnp.uint32)
+    row = jnp.arange(flat.shape[0], dtype=jnp.uint32) + jnp.asarray(start, jnp.uint32)
     column = jnp.arange(flat.shape[1], dtype=jnp.uint32)
     # wrapping uint32 arithmetic: exact and order-free, so the sums do not
     # depend on how the rows are split over devices and processes
@@ -280,7 +287,7 @@ def _row_sums(values, num_rows):
         column * jnp.uint32(40503) + 1
     )
     mixed = flat ^ (flat >> 15)
-    keep = (row < num_rows.astype(jnp.uint32))[:, None]
+    keep = (row < num_rows.astype(jnp.uint32) + jnp.asarray(start, jnp.uint32))[:, None]
     first = jnp.sum(jnp.where(keep, flat * weight, 0), dtype=jnp.uint32)
     second = jnp.sum(
         jnp.where(keep, mixed * (weight ^ jnp.uint32(0x9E3779B9)), 0), dtype=jnp.uint32
@@ -288,7 +295,7 @@ def _row_sums(values, num_rows):
     return jnp.stack([first, second])
 
 
-def rows_digest(values, num_rows) -> str:
+def rows_digest(values, num_rows=None) -> str:
     """A digest of the first ``num_rows`` rows of ``values``, the same however
     the rows are split over devices or processes (and whatever padding
     follows them).
@@ -302,13 +309,22 @@ def rows_digest(values, num_rows) -> str:
         >>> rows_digest(x, 3) == rows_digest(x.at[2, 1].set(7.0), 3)
         False
     """
-    values = jnp.asarray(values) if not isinstance(values, jax.Array) else values
-    if values.dtype.itemsize < 4:
-        values = values.astype(jnp.float32)
-    num_rows = int(np.asarray(_local(num_rows)))
-    sums = np.asarray(_local(_row_sums(values, jnp.asarray(num_rows, jnp.int32))))
+    if hasattr(values, "chunks"):  # rows kept on the host: read in chunks
+        num_rows = values.shape[0]
+        sums = np.zeros(2, np.uint32)
+        for start, rows in values.chunks():
+            sums += np.asarray(_chunk_sums(rows, start))
+        dtype = values.dtype
+    else:
+        values = jnp.asarray(values) if not isinstance(values, jax.Array) else values
+        if values.dtype.itemsize < 4:
+            values = values.astype(jnp.float32)
+        num_rows = values.shape[0] if num_rows is None else num_rows
+        num_rows = int(np.asarray(_local(num_rows)))
+        sums = np.asarray(_local(_row_sums(values, jnp.asarray(num_rows, jnp.int32))))
+        dtype = values.dtype
     h = hashlib.sha256()
-    h.update(repr((num_rows, values.shape[1:], str(values.dtype))).encode())
+    h.update(repr((num_rows, tuple(values.shape[1:]), str(dtype))).encode())
     h.update(sums.tobytes())
     return h.hexdigest()[:16]
 

@@ -548,11 +548,7 @@ class EBM(training.Learner):
         alpha = self.energy_regularization
 
         def step(state, data, mesh):
-            state, key = training.new_key(state)
-            key_batch, key_neg = random.split(key)
-            batch = training.shard_batch(
-                training.sample_batch(key_batch, data, batch_size, mesh), mesh
-            )
+            state, batch, key_neg = training.next_batch(state, data, batch_size, mesh)
             negatives, sampler_state, info = self.method.sample(
                 key_neg, self._energy(state.params), batch, state.sampler_state
             )

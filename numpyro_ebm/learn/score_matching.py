@@ -439,10 +439,7 @@ class ScoreMatching(training.Learner):
 
     def _step(self, batch_size):
         def step(state, data, mesh):
-            state, key = training.new_key(state)
-            key_batch, key_loss = random.split(key)
-            batch = training.sample_batch(key_batch, data, batch_size, mesh)
-            batch = training.shard_batch(batch, mesh)
+            state, batch, key_loss = training.next_batch(state, data, batch_size, mesh)
 
             def loss_fn(params):
                 return self.objective.loss(

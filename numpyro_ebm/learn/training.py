@@ -35,6 +35,7 @@ from numpyro_ebm.learn.checkpoints import (
     rows_digest,
     structure_digest,
 )
+from numpyro_ebm.learn.host_data import Blocks, HostBlock, HostRows
 
 __all__ = [
     "TrainState",
@@ -192,8 +193,15 @@ def check_data(data, batch_size):
     """Validate training data and the batch size; returns ``data`` as an array.
 
     ``data`` has one row per data point, of any shape (vectors, images, ...).
+    A :class:`numpy.memmap` or :class:`~numpyro_ebm.learn.host_data.HostRows`
+    stays on the host (checked in chunks); anything else becomes a device
+    array.
     """
-    data = jnp.asarray(data)
+    if isinstance(data, np.memmap):
+        data = HostRows(data, batch_size)
+    host = isinstance(data, HostRows)
+    if not host:
+        data = jnp.asarray(data)
     if data.ndim >= 1 and data.shape[0] == 0:
         raise ValueError(f"`data` is empty (shape {data.shape}): it needs rows.")
     if data.ndim < 2:
@@ -202,11 +210,17 @@ def check_data(data, batch_size):
             f"point (a vector, an image, ...), got shape {data.shape}; for scalar "
             "data use data[:, None]."
         )
-    if not jnp.issubdtype(data.dtype, jnp.floating):
-        data = data.astype(jnp.result_type(float))
-    if not bool(jnp.all(jnp.isfinite(data))):
-        bad = int(jnp.sum(~jnp.all(jnp.isfinite(data.reshape(data.shape[0], -1)), -1)))
-        raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
+    if host:  # read in chunks; rows are cast to a float type as they are read
+        bad = data.non_finite_rows()
+        if bad:
+            raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
+    else:
+        if not jnp.issubdtype(data.dtype, jnp.floating):
+            data = data.astype(jnp.result_type(float))
+        if not bool(jnp.all(jnp.isfinite(data))):
+            flat = data.reshape(data.shape[0], -1)
+            bad = int(jnp.sum(~jnp.all(jnp.isfinite(flat), -1)))
+            raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
     batch_size = validation.positive_integer("batch_size", batch_size)
     if batch_size > data.shape[0]:
         raise ValueError(
@@ -291,20 +305,33 @@ def run_loop(
         checkpointer = Checkpointer(checkpoint_dir, fingerprint or {}, resume=resume)
     mesh = distributed.make_mesh(num_devices) if mesh is None else mesh
     devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
-    if split_rows and not isinstance(data, distributed.Rows):
+    host = isinstance(data, HostRows)
+    if host:
+        if distributed.is_multiprocess():
+            raise ValueError(
+                "data kept on the host (`host_data=True`, or a numpy.memmap) are "
+                "not supported with several processes yet: pass each process's "
+                "rows as an array, which is split over the devices."
+            )
+        block_length = data.block_length(_MAX_CHUNK)
+        blocks = Blocks(data, np.zeros(2, np.uint32), 0, block_length, mesh)
+        example = blocks.abstract()
+    elif split_rows and not isinstance(data, distributed.Rows):
         data = distributed.put_rows(data, mesh)
     elif not split_rows:
         data = distributed.replicate(data, mesh)
+    if not host:
+        example = data
     # weak types (e.g. from Python scalars) would change after one step and
     # make the loop compile a second time
     state = distributed.replicate(strong_types(state), mesh)
     run_chunk, metrics_shape = None, None
     if cache is not None:
         run_chunk = cache.get(("loop", cache_key, devices))
-        shapes_key = ("metrics", cache_key, devices, _shapes(state, data))
+        shapes_key = ("metrics", cache_key, devices, _shapes(state, example))
         metrics_shape = cache.get(shapes_key)
     if metrics_shape is None:
-        metrics_shape = jax.eval_shape(lambda s, d: step(s, d, mesh)[1], state, data)
+        metrics_shape = jax.eval_shape(lambda s, d: step(s, d, mesh)[1], state, example)
         if cache is not None:
             cache[shapes_key] = metrics_shape
     history = jax.tree.map(
@@ -345,14 +372,41 @@ def run_loop(
     if checkpoint_every is not None:  # checkpoints land on its multiples exactly
         bounds |= set(range(checkpoint_every, num_steps, checkpoint_every))
     bounds = sorted(b for b in bounds if b >= start_step)
+    if host:  # a chunk is one block of minibatches at most
+        bounds = sorted(
+            set(bounds)
+            | {
+                b
+                for lower, upper in zip(bounds[:-1], bounds[1:], strict=True)
+                for b in range(lower, upper, block_length)
+            }
+        )
+        local = distributed.to_local(state)
+        blocks = Blocks(data, local.rng_key, local.step, block_length, mesh)
+    chunks = list(zip(bounds[:-1], bounds[1:], strict=True))
+    pending = (
+        blocks.gather(*blocks.indices(chunks[0][1] - chunks[0][0])) if host else None
+    )
     bar = tqdm.tqdm(
         total=num_steps, initial=start_step, desc=description, disable=not progress_bar
     )
     with bar:
-        for lower, upper in zip(bounds[:-1], bounds[1:], strict=True):
+        for k, (lower, upper) in enumerate(chunks):
+            following = None
+            if host and k + 1 < len(chunks):  # the next block's indices, then
+                # its rows gathered while the devices run this block
+                following = blocks.indices(chunks[k + 1][1] - chunks[k + 1][0])
             state, history = _run_chunk(
-                run_chunk, state, history, data, lower, upper, checkpointer
+                run_chunk,
+                state,
+                history,
+                pending if host else data,
+                lower,
+                upper,
+                checkpointer,
             )
+            if following is not None:
+                pending = blocks.gather(*following)
             if check is not None or progress_bar:
                 recent = jax.device_get(
                     _window(distributed.to_local(history), lower, upper)
@@ -478,6 +532,24 @@ def init_state(rng_key, params, optimizer, sampler_state=()):
     )
 
 
+def next_batch(state, data, batch_size, mesh=None):
+    """The step's minibatch: ``(state with the next key, batch split over
+    the mesh, a key for the rest of the step)``.
+
+    ``data`` are :class:`~numpyro_ebm.learn.distributed.Rows` (or an
+    array), from which the batch is drawn with the step's key, or a
+    :class:`~numpyro_ebm.learn.host_data.HostBlock` of batches that the host
+    drew with the same keys.
+    """
+    state, key = new_key(state)
+    key_batch, key = jax.random.split(key)
+    if isinstance(data, HostBlock):
+        batch = data.batch(state.step)
+    else:
+        batch = sample_batch(key_batch, data, batch_size, mesh)
+    return state, shard_batch(batch, mesh), key
+
+
 def sample_batch(rng_key, data, batch_size, mesh=None):
     """A minibatch of distinct rows in O(batch) (see
     :func:`numpyro_ebm.core.batches.batch_indices`), split over ``mesh``;
@@ -534,6 +606,7 @@ class Learner:
         checkpoint_dir=None,
         checkpoint_every=None,
         resume=True,
+        host_data=None,
     ):
         """Train for ``num_steps`` minibatch steps (in SVI's argument order).
 
@@ -561,6 +634,13 @@ class Learner:
             resume: with ``False``, delete the checkpoints found in
                 ``checkpoint_dir`` and start afresh; by default, resume, and
                 refuse checkpoints of another run, saying what differs.
+            host_data: keep ``data`` in host memory and move only the
+                minibatches to the devices, a block of steps at a time,
+                gathered while the devices train on the previous block
+                (:mod:`numpyro_ebm.learn.host_data`); for data larger than
+                the devices' memory. ``None`` (default) does so for a
+                :class:`numpy.memmap` only. The run is the same as with the
+                data on the devices.
 
         Returns:
             A :class:`TrainResult`; ``result.state.sampler_state`` holds the
@@ -570,7 +650,18 @@ class Learner:
         multiprocess = distributed.is_multiprocess()
         # with several processes, `data` are this process's rows; the batch
         # is drawn from all of them
+        if host_data and not isinstance(data, HostRows | np.memmap):
+            data = HostRows(np.asarray(data), batch_size)
+        elif host_data is False and isinstance(data, np.memmap):
+            data = np.asarray(data)
         data = check_data(data, 1 if multiprocess else batch_size)
+        host = isinstance(data, HostRows)
+        if host and multiprocess:
+            raise ValueError(
+                "data kept on the host (`host_data=True`, or a numpy.memmap) are "
+                "not supported with several processes yet: pass each process's "
+                "rows as an array, which is split over the devices."
+            )
         distributed.check_agreement(
             rng_key=np.asarray(jax.random.key_data(rng_key)).tolist(),
             data_shape=list(data.shape),
@@ -586,7 +677,7 @@ class Learner:
                 f"`batch_size` ({batch_size}) must be divisible by the number of "
                 f"devices ({size}): each device takes an equal part of the batch."
             )
-        rows = distributed.put_rows(data, mesh)
+        rows = data if host else distributed.put_rows(data, mesh)
         if multiprocess:
             total = int(np.asarray(distributed.to_local(rows.num_rows)))
             if batch_size > total:
@@ -605,7 +696,11 @@ class Learner:
             fingerprint = {
                 "learner": self._describe(),
                 "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
-                "data": rows_digest(rows.values, rows.num_rows),
+                "data": (
+                    rows_digest(data)
+                    if host
+                    else rows_digest(rows.values, rows.num_rows)
+                ),
                 "batch_size": int(batch_size),
                 "optimizer": optimizer_digest(self.optimizer, self.init_params),
                 "network": [

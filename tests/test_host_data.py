@@ -1,0 +1,104 @@
+"""Training data kept on the host (a NumPy array or a memory map).
+
+The host draws each block's minibatch indices from the run's key and
+gathers the rows, so a run with the data on the host is the run with the
+data on the devices: bit for bit, on one device or several, in blocks of any
+length, and across a checkpoint and resume.
+"""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import jax
+import optax
+from flax import nnx
+
+import numpyro_ebm as ne
+from numpyro_ebm.learn import host_data
+
+STEPS, BATCH = 40, 16
+
+
+@pytest.fixture(scope="module")
+def memmap(tmp_path_factory):
+    x = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    path = tmp_path_factory.mktemp("host") / "x.dat"
+    out = np.memmap(path, dtype=np.float32, mode="w+", shape=x.shape)
+    out[:] = x
+    out.flush()
+    return x, np.memmap(path, dtype=np.float32, mode="r", shape=x.shape)
+
+
+def _sliced():
+    return ne.ScoreMatching(
+        ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
+        optax.adam(1e-2),
+        ne.SlicedScoreMatching(),
+    )
+
+
+def _cd():
+    return ne.EBM(
+        ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
+        optax.adam(1e-2),
+        method=ne.CD(num_steps=2),
+    )
+
+
+def _same(a, b):
+    for p, q in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_array_equal(p, q)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+
+
+@pytest.mark.parametrize(
+    "make,num_devices", [(_sliced, None), (_cd, 4)], ids=["sliced-1", "cd-4"]
+)
+def test_a_memmap_run_is_the_device_run(memmap, make, num_devices, monkeypatch):
+    x, mm = memmap
+    kwargs = dict(batch_size=BATCH, progress_bar=False, num_devices=num_devices)
+    device = make().run(jax.random.key(0), STEPS, x, **kwargs)
+    # blocks of 3 steps: chunks, block boundaries and the last partial block
+    monkeypatch.setattr(host_data, "BLOCK_BYTES", 3 * BATCH * 2 * 4)
+    host = make().run(jax.random.key(0), STEPS, mm, **kwargs)
+    _same(device, host)
+
+
+def test_only_the_drawn_rows_are_read(memmap, monkeypatch):
+    x, _ = memmap
+    read = []
+
+    class Counting(host_data.HostRows):
+        def __getitem__(self, index):
+            if isinstance(index, np.ndarray):  # the minibatches' gathers
+                read.append(index.size)
+            return super().__getitem__(index)
+
+    rows = Counting(x, BATCH)
+    _sliced().run(jax.random.key(0), STEPS, rows, batch_size=BATCH, progress_bar=False)
+    assert sum(read) == STEPS * BATCH
+
+
+def test_a_host_data_run_resumes_bit_identically(memmap, tmp_path):
+    _, mm = memmap
+    run = lambda **kw: _sliced().run(
+        jax.random.key(0), STEPS, mm, batch_size=BATCH, progress_bar=False, **kw
+    )
+    plain = run()
+    ckpt = str(tmp_path / "ckpt")
+    run(checkpoint_dir=ckpt, checkpoint_every=10)
+    shutil.rmtree(os.path.join(ckpt, str(STEPS)))
+    shutil.rmtree(os.path.join(ckpt, "30"))
+    _same(plain, run(checkpoint_dir=ckpt, checkpoint_every=10))
+
+
+def test_non_finite_host_rows_are_refused(tmp_path):
+    x = np.ones((10, 2), np.float32)
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="1 row\\(s\\) with NaN"):
+        _sliced().run(
+            jax.random.key(0), 5, x, batch_size=4, progress_bar=False, host_data=True
+        )
