@@ -96,6 +96,7 @@ def ess(draws):
 
 
 def run(name, kernel, args, num_warmup, num_samples, passes_per_step, mean, cov):
+    print(f"# running {name} ...", file=sys.stderr, flush=True)
     mcmc = MCMC(
         kernel,
         num_warmup=num_warmup,
@@ -106,7 +107,8 @@ def run(name, kernel, args, num_warmup, num_samples, passes_per_step, mean, cov)
     )
 
     def go():
-        mcmc.run(jax.random.key(1), *args)
+        extra = ("num_steps",) if passes_per_step is None else ()
+        mcmc.run(jax.random.key(1), *args, extra_fields=extra)
         return np.asarray(mcmc.get_samples(group_by_chain=True)["w"])
 
     w, seconds, compile_seconds = timed(go)
@@ -119,7 +121,7 @@ def run(name, kernel, args, num_warmup, num_samples, passes_per_step, mean, cov)
         passes = float(steps) * (num_warmup + num_samples) / num_samples
     else:
         passes = passes_per_step * (num_warmup + num_samples)
-    return (
+    row = (
         name,
         seconds,
         compile_seconds,
@@ -128,6 +130,8 @@ def run(name, kernel, args, num_warmup, num_samples, passes_per_step, mean, cov)
         mean_error,
         sd_error,
     )
+    print(f"# {row}", file=sys.stderr, flush=True)
+    return row
 
 
 def main():
