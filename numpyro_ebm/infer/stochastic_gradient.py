@@ -27,13 +27,13 @@ from jax import random
 from jax.flatten_util import ravel_pytree
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
-from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
+from numpyro.infer.util import constrain_fn, potential_energy
 from numpyro.util import is_prng_key
 
 from numpyro_ebm.core import kinetic, schedules, validation
 from numpyro_ebm.core.batches import batch_indices
 from numpyro_ebm.core.langevin import LangevinState, langevin_step
-from numpyro_ebm.infer.base import KernelState, LangevinKernelBase, _check_model_sites
+from numpyro_ebm.infer.base import KernelState, LangevinKernelBase
 
 __all__ = ["SGLD", "SGHMC", "SGLDState", "SGHMCState"]
 
@@ -229,22 +229,14 @@ class _StochasticGradient(LangevinKernelBase):
         )
 
     def _setup_model(self, rng_key, init_params, model_args, model_kwargs):
-        _check_model_sites(
-            self._model, rng_key, self._init_strategy, model_args, model_kwargs
-        )
+        # the plates checked, the base's set-up (site checks, initial values),
+        # then the potential replaced by one that draws the plates' indices
         key = rng_key if is_prng_key(rng_key) else rng_key[0]
         model_trace = trace(seed(self._model, key)).get_trace(
             *model_args, **model_kwargs
         )
         self._plates = plates = check_subsample_plates(model_trace)
-        params_info, _, _, _ = initialize_model(
-            rng_key,
-            self._model,
-            dynamic_args=True,
-            init_strategy=self._init_strategy,
-            model_args=model_args,
-            model_kwargs=model_kwargs,
-        )
+        params = super()._setup_model(rng_key, init_params, model_args, model_kwargs)
         model = self._model
 
         def potential_fn_gen(*args, **kwargs):
@@ -261,7 +253,6 @@ class _StochasticGradient(LangevinKernelBase):
         self._postprocess_fn = postprocess_fn
         if init_params is not None:
             return init_params
-        params = params_info[0]
         if self._control_variates:  # start at the centre
             potential = potential_fn_gen(*model_args, **model_kwargs)
             mode = lambda z: self._mode(potential, z)[0]  # noqa: E731
