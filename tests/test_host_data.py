@@ -93,6 +93,8 @@ def test_a_host_data_run_resumes_bit_identically(memmap, tmp_path):
     shutil.rmtree(os.path.join(ckpt, str(STEPS)))
     shutil.rmtree(os.path.join(ckpt, "30"))
     _same(plain, run(checkpoint_dir=ckpt, checkpoint_every=10))
+    # a finished run resumed at its end: nothing left to gather or train
+    _same(plain, run(checkpoint_dir=ckpt, checkpoint_every=10))
 
 
 def test_non_finite_host_rows_are_refused(tmp_path):

@@ -384,9 +384,9 @@ def run_loop(
         local = distributed.to_local(state)
         blocks = Blocks(data, local.rng_key, local.step, block_length, mesh)
     chunks = list(zip(bounds[:-1], bounds[1:], strict=True))
-    pending = (
-        blocks.gather(*blocks.indices(chunks[0][1] - chunks[0][0])) if host else None
-    )
+    pending = None  # (a finished run resumed at its end has no chunks)
+    if host and chunks:
+        pending = blocks.gather(*blocks.indices(chunks[0][1] - chunks[0][0]))
     bar = tqdm.tqdm(
         total=num_steps, initial=start_step, desc=description, disable=not progress_bar
     )
