@@ -7,7 +7,8 @@ learners of :func:`learners` on this process's shard of :func:`data`, and
 (process 0) saves their parameters to ``OUT`` (an ``.npz``).
 
 Modes: ``train`` (the learners named in the comma-separated last argument,
-or every one); ``die`` (the EBM with checkpoints every
+or every one; ``NAME@host`` trains learner NAME on this process's rows of a
+memory-mapped file, kept on the host); ``die`` (the EBM with checkpoints every
 ``CHECKPOINT_EVERY`` steps; process 1 kills itself as the steps after the
 checkpoint at ``DIE_AT`` start); ``disagree`` (process 1 uses another key).
 """
@@ -113,14 +114,24 @@ def main():
     if mode == "train":
         names = extra.split(",") if extra else [*learners(), *estimators()]
         for name, learner in learners().items():
-            if name not in names:
-                continue
-            result = learner.run(
-                key, STEPS, shard, batch_size=BATCH, progress_bar=False
-            )
-            for i, leaf in enumerate(jax.tree.leaves(result.params)):
-                results[f"{name}/{i}"] = np.asarray(leaf)
-            results[f"{name}/loss"] = np.asarray(result.history["loss"])
+            for host in (False, True):
+                label = f"{name}@host" if host else name
+                if label not in names:
+                    continue
+                rows = shard
+                if host:  # this process's rows of a memory-mapped file
+                    path = f"{out}.{pid}.dat"
+                    full = np.memmap(path, np.float32, "w+", shape=data().shape)
+                    full[:] = data()
+                    full.flush()
+                    full = np.memmap(path, np.float32, "r", shape=data().shape)
+                    rows = ne.local_shard(full)
+                result = learner.run(
+                    key, STEPS, rows, batch_size=BATCH, progress_bar=False
+                )
+                for i, leaf in enumerate(jax.tree.leaves(result.params)):
+                    results[f"{label}/{i}"] = np.asarray(leaf)
+                results[f"{label}/loss"] = np.asarray(result.history["loss"])
         for name, estimator in estimators().items():
             if name not in names:
                 continue

@@ -71,15 +71,46 @@ def test_only_the_drawn_rows_are_read(memmap, monkeypatch):
     x, _ = memmap
     read = []
 
+    passes = []
+
     class Counting(host_data.HostRows):
         def __getitem__(self, index):
             if isinstance(index, np.ndarray):  # the minibatches' gathers
                 read.append(index.size)
             return super().__getitem__(index)
 
+        def chunks(self):
+            passes.append(1)
+            return super().chunks()
+
     rows = Counting(x, BATCH)
     _sliced().run(jax.random.key(0), STEPS, rows, batch_size=BATCH, progress_bar=False)
     assert sum(read) == STEPS * BATCH
+    assert len(passes) == 1  # one pass over the data: the check for NaN
+
+
+def test_the_default_negative_sampler_fits_its_start_on_host_data(memmap):
+    # TemperedPCD fits a Gaussian (mean and covariance) to the data; on the
+    # host it is summarised in chunks, in float64
+    x, mm = memmap
+    make = lambda: ne.EBM(
+        ne.nn.EnergyMLP(2, (16,), rngs=nnx.Rngs(0)),
+        optax.adam(1e-2),
+        method=ne.TemperedPCD(num_steps=2),
+    )
+    run = lambda d: make().run(
+        jax.random.key(0), 10, d, batch_size=BATCH, progress_bar=False
+    )
+    device, host = run(x), run(mm)
+    state = host.state.sampler_state
+    np.testing.assert_allclose(state["q0_mean"], x.mean(0), rtol=1e-5, atol=1e-6)
+    cov = lambda r: np.asarray(r.state.sampler_state["q0_chol"]) @ np.asarray(
+        r.state.sampler_state["q0_chol"]
+    ).T
+    np.testing.assert_allclose(cov(host), cov(device), rtol=1e-5)
+    np.testing.assert_allclose(
+        host.history["loss"], device.history["loss"], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_a_host_data_run_resumes_bit_identically(memmap, tmp_path):

@@ -25,6 +25,8 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
+from numpyro_ebm.learn import host_data
+
 __all__ = [
     "Checkpointer",
     "array_digest",
@@ -310,10 +312,11 @@ def rows_digest(values, num_rows=None) -> str:
         False
     """
     if hasattr(values, "chunks"):  # rows kept on the host: read in chunks
-        num_rows = values.shape[0]
+        num_rows = values.num_rows  # (over every process)
         sums = np.zeros(2, np.uint32)
         for start, rows in values.chunks():
-            sums += np.asarray(_chunk_sums(rows, start))
+            sums += np.asarray(_chunk_sums(rows, values.offset + start))
+        sums = host_data.sum_over_processes(sums)
         dtype = values.dtype
     else:
         values = jnp.asarray(values) if not isinstance(values, jax.Array) else values

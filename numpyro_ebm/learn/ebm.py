@@ -339,12 +339,16 @@ class TemperedPCD(NamedTuple):
                 f"{self.num_temperatures}."
             )
         validation.positive("init_scale", self.init_scale)
-        flat = data.reshape(data.shape[0], -1)
-        cov = jnp.atleast_2d(jnp.cov(flat.T)) * self.init_scale
+        if hasattr(data, "cov"):  # rows kept on the host, summarised in chunks
+            mean, cov = data.mean(0).reshape(-1), data.cov()
+        else:
+            flat = data.reshape(data.shape[0], -1)
+            mean, cov = flat.mean(0), jnp.cov(flat.T)
+        cov = jnp.atleast_2d(cov) * self.init_scale
         jitter = 1e-3 * jnp.mean(jnp.diag(cov)) + 1e-6
         chol = jnp.linalg.cholesky(cov + jitter * jnp.eye(cov.shape[0]))
         state = {
-            "q0_mean": flat.mean(0),
+            "q0_mean": mean,
             "q0_chol": chol,
             "betas": (1.0 - jnp.linspace(0.0, 1.0, self.num_temperatures)) ** 2,
             "parity": jnp.zeros((), jnp.int32),

@@ -8,6 +8,14 @@ gathers those rows from the array, and puts the block on the devices; the
 next block is gathered while the devices train on this one. The devices
 hold one block of minibatches, never the data set, and the host reads only
 the rows drawn.
+
+With several processes each process keeps its own rows on its host (its
+:func:`~numpyro_ebm.local_shard`, e.g. a slice of a memory map on a shared
+file system, or its own file). Every process draws the same global indices,
+reads the drawn rows it holds, and a reduce-scatter over the processes (a
+sum with one non-zero term per entry, so exact) gives each device its part
+of the batch: the run is the one-process run, and each host reads only its
+own rows.
 """
 
 import dataclasses
@@ -18,9 +26,10 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import random
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from numpyro_ebm.core.batches import batch_indices
+from numpyro_ebm.learn import distributed
 
 __all__ = ["HostRows", "HostBlock", "BLOCK_BYTES"]
 
@@ -37,6 +46,14 @@ class HostRows:
         array: a NumPy array or :class:`numpy.memmap` of shape
             ``(num_data, *event_shape)``.
         batch_size: the minibatch size of the run.
+        offset: the global index of the first row (with several processes,
+            this process's rows start there).
+        num_rows: the number of rows over all processes (default: this
+            array's).
+
+    With several processes the summaries (:meth:`mean`, :meth:`std`,
+    :meth:`cov`, :meth:`non_finite_rows`) are over every process's rows;
+    each process must call them.
 
     Example:
         >>> import numpy as np
@@ -45,9 +62,12 @@ class HostRows:
         ((6, 2), [5.0, 6.0])
     """
 
-    def __init__(self, array, batch_size):
+    def __init__(self, array, batch_size, offset=0, num_rows=None):
         self.array = array
         self.batch_size = int(batch_size)
+        self.offset = int(offset)
+        self.num_rows = int(array.shape[0] if num_rows is None else num_rows)
+        self.finite = False  # set once a pass has found no NaN or inf
         dtype = np.dtype(array.dtype)
         self.dtype = (
             dtype
@@ -79,18 +99,34 @@ class HostRows:
         for _, rows in self.chunks():
             flat = rows.reshape(rows.shape[0], -1)
             bad += int(np.sum(~np.all(np.isfinite(flat), axis=1)))
-        return bad
+        return int(sum_over_processes(np.asarray(bad, np.int64)))
+
+    def _moment(self, term):
+        """The mean over every process's rows of ``term(rows)``, in float64."""
+        total = sum(term(rows.astype(np.float64)).sum(0) for _, rows in self.chunks())
+        return sum_over_processes(np.asarray(total, np.float64)) / self.num_rows
 
     def mean(self, axis=0):
         assert axis == 0
-        total = sum(rows.sum(0, dtype=np.float64) for _, rows in self.chunks())
-        return jnp.asarray(total / self.shape[0], self.dtype)
+        return jnp.asarray(self._moment(lambda r: r), self.dtype)
 
     def std(self, axis=0):
         assert axis == 0
-        mean = np.asarray(self.mean(0), np.float64)
-        total = sum(((rows - mean) ** 2).sum(0) for _, rows in self.chunks())
-        return jnp.asarray(np.sqrt(total / self.shape[0]), self.dtype)
+        mean = self._moment(lambda r: r)
+        var = self._moment(lambda r: (r - mean) ** 2)
+        return jnp.asarray(np.sqrt(var), self.dtype)
+
+    def cov(self):
+        """The covariance of the flattened rows (divisor ``num_rows - 1``, as
+        :func:`numpy.cov`)."""
+        mean = self._moment(lambda r: r.reshape(r.shape[0], -1))
+
+        def outer(r):
+            c = r.reshape(r.shape[0], -1) - mean
+            return c[:, :, None] * c[:, None, :]
+
+        scale = self.num_rows / max(1, self.num_rows - 1)
+        return jnp.asarray(self._moment(outer) * scale, self.dtype)
 
     def block_length(self, limit):
         """Steps per block: as many as fit in :data:`BLOCK_BYTES`, at most
@@ -157,7 +193,7 @@ class Blocks:
         """The next ``num_steps`` steps' indices (advancing the key)."""
         keys, idx = _indices(
             self.raw_key,
-            jnp.asarray(len(self.rows), jnp.int32),
+            jnp.asarray(self.rows.num_rows, jnp.int32),
             self.rows.batch_size,
             self.length,
         )
@@ -169,11 +205,73 @@ class Blocks:
     def gather(self, start, idx):
         """The block for ``idx`` (steps from ``start``) on the devices."""
         n, b = idx.shape
-        flat = idx.reshape(-1)
+        event = self.rows.shape[1:]
+        here = idx - self.rows.offset
+        mine = (here >= 0) & (here < self.rows.shape[0])
+        flat = here[mine]
         order = np.argsort(flat, kind="stable")  # read the rows in file order
-        rows = np.empty((n * b, *self.rows.shape[1:]), self.rows.dtype)
-        rows[order] = self.rows[flat[order]]
-        block = np.zeros((self.length, b, *self.rows.shape[1:]), self.rows.dtype)
-        block[:n] = rows.reshape(n, b, *self.rows.shape[1:])
-        batches = jax.device_put(block, self.sharding)
+        picked = np.empty((flat.size, *event), self.rows.dtype)
+        picked[order] = self.rows[flat[order]]
+        block = np.zeros((self.length, b, *event), self.rows.dtype)
+        block[:n][mine] = picked
+        if not distributed.is_multiprocess():
+            batches = jax.device_put(block, self.sharding)
+        else:  # each process holds the drawn rows it owns, zeros elsewhere
+            batches = _combine(block, self.sharding.mesh)
         return HostBlock(batches, jnp.asarray(start, jnp.int32))
+
+
+def sum_over_processes(x):
+    """The sum of ``x`` (a NumPy array, the same shape in each process) over
+    the processes; ``x`` itself in one process."""
+    if not distributed.is_multiprocess():
+        return x
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x)).sum(0, dtype=x.dtype)
+
+
+def _combine(block, mesh):
+    """The block of batches, from each process's share (its rows, zeros
+    elsewhere), split over ``mesh`` by batch position (``P(None, "data")``).
+
+    Device ``k`` of process ``p`` is mesh device ``j = p L + k`` (``L``
+    devices per process) and ends with batch positions ``[j b, (j + 1) b)``
+    (``b = B / (P L)``). It is given this process's share of the positions of
+    devices ``q L + k`` for every process ``q``, and a reduce-scatter over
+    the processes sums the shares (one non-zero term each) and leaves it the
+    ``q = p`` part.
+    """
+    procs, local = jax.process_count(), jax.local_device_count()
+    length, batch = block.shape[:2]
+    event = block.shape[2:]
+    b = batch // (procs * local)
+    # (length, q, k, b, ...) -> (length, k, q, b, ...): device k's share
+    share = block.reshape(length, procs, local, b, *event).swapaxes(1, 2)
+    share = share.reshape(length, local * procs * b, *event)
+    grid = Mesh(mesh.devices.reshape(procs, local), ("process", "device"))
+    spec = PartitionSpec(None, ("process", "device"), *([None] * len(event)))
+    sharding = NamedSharding(grid, spec)
+    shares = jax.make_array_from_process_local_data(
+        sharding, share, (length, procs * local * procs * b, *event)
+    )
+    summed = _reduce_shares(shares, grid, len(event))
+    target = NamedSharding(mesh, PartitionSpec(None, "data", *([None] * len(event))))
+    return jax.make_array_from_single_device_arrays(
+        (length, batch, *event),
+        target,
+        [shard.data for shard in summed.addressable_shards],
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _reduce_shares(shares, grid, event_ndim):
+    spec = PartitionSpec(None, ("process", "device"), *([None] * event_ndim))
+    return jax.shard_map(
+        lambda x: jax.lax.psum_scatter(
+            x, "process", scatter_dimension=1, tiled=True
+        ),
+        mesh=grid,
+        in_specs=spec,
+        out_specs=spec,
+    )(shares)

@@ -8,6 +8,7 @@ several devices the minibatch is sharded along its first axis
 (``jax.sharding``) and the parameters replicated; XLA inserts the reductions.
 """
 
+import copy
 import dataclasses
 import math
 import re
@@ -210,10 +211,12 @@ def check_data(data, batch_size):
             f"point (a vector, an image, ...), got shape {data.shape}; for scalar "
             "data use data[:, None]."
         )
-    if host:  # read in chunks; rows are cast to a float type as they are read
-        bad = data.non_finite_rows()
+    if host:  # read in chunks, cast to a float type; once per run (the
+        # learner's init checks again)
+        bad = 0 if data.finite else data.non_finite_rows()
         if bad:
             raise ValueError(f"`data` has {bad} row(s) with NaN or infinite values.")
+        data.finite = True
     else:
         if not jnp.issubdtype(data.dtype, jnp.floating):
             data = data.astype(jnp.result_type(float))
@@ -307,12 +310,6 @@ def run_loop(
     devices = None if mesh is None else tuple(d.id for d in mesh.devices.flat)
     host = isinstance(data, HostRows)
     if host:
-        if distributed.is_multiprocess():
-            raise ValueError(
-                "data kept on the host (`host_data=True`, or a numpy.memmap) are "
-                "not supported with several processes yet: pass each process's "
-                "rows as an array, which is split over the devices."
-            )
         block_length = data.block_length(_MAX_CHUNK)
         blocks = Blocks(data, np.zeros(2, np.uint32), 0, block_length, mesh)
         example = blocks.abstract()
@@ -640,7 +637,9 @@ class Learner:
                 (:mod:`numpyro_ebm.learn.host_data`); for data larger than
                 the devices' memory. ``None`` (default) does so for a
                 :class:`numpy.memmap` only. The run is the same as with the
-                data on the devices.
+                data on the devices. With several processes, each passes its
+                own rows here too (e.g. ``local_shard`` of a memory map on a
+                shared file system), and reads only those.
 
         Returns:
             A :class:`TrainResult`; ``result.state.sampler_state`` holds the
@@ -650,18 +649,22 @@ class Learner:
         multiprocess = distributed.is_multiprocess()
         # with several processes, `data` are this process's rows; the batch
         # is drawn from all of them
-        if host_data and not isinstance(data, HostRows | np.memmap):
-            data = HostRows(np.asarray(data), batch_size)
-        elif host_data is False and isinstance(data, np.memmap):
+        if host_data is False and isinstance(data, np.memmap):
             data = np.asarray(data)
+        elif host_data or isinstance(data, HostRows | np.memmap):
+            # a fresh view for this run (its checks are not carried over);
+            # with several processes, this process's rows within all of them
+            if isinstance(data, HostRows):
+                data = copy.copy(data)
+            else:
+                array = data if isinstance(data, np.memmap) else np.asarray(data)
+                data = HostRows(array, batch_size)
+            rows = data.shape[0]
+            data.batch_size, data.finite = int(batch_size), False
+            data.offset = jax.process_index() * rows
+            data.num_rows = jax.process_count() * rows
         data = check_data(data, 1 if multiprocess else batch_size)
         host = isinstance(data, HostRows)
-        if host and multiprocess:
-            raise ValueError(
-                "data kept on the host (`host_data=True`, or a numpy.memmap) are "
-                "not supported with several processes yet: pass each process's "
-                "rows as an array, which is split over the devices."
-            )
         distributed.check_agreement(
             rng_key=np.asarray(jax.random.key_data(rng_key)).tolist(),
             data_shape=list(data.shape),
@@ -679,13 +682,18 @@ class Learner:
             )
         rows = data if host else distributed.put_rows(data, mesh)
         if multiprocess:
-            total = int(np.asarray(distributed.to_local(rows.num_rows)))
+            total = (
+                rows.num_rows
+                if host
+                else int(np.asarray(distributed.to_local(rows.num_rows)))
+            )
             if batch_size > total:
                 raise ValueError(
                     f"`batch_size` ({batch_size}) is larger than the data ({total} "
                     "rows over all processes)."
                 )
-            data = rows.values  # the learners' init reads the global rows
+            if not host:  # the learners' init reads the global rows
+                data = rows.values
         if init_state is None:
             state = self.init(rng_key, data, batch_size)
         else:
