@@ -8,7 +8,8 @@ learners of :func:`learners` on this process's shard of :func:`data`, and
 
 Modes: ``train`` (the learners named in the comma-separated last argument,
 or every one; ``NAME@host`` trains learner NAME on this process's rows of a
-memory-mapped file, kept on the host); ``die`` (the EBM with checkpoints every
+memory-mapped file, kept on the host; ``NAME@split`` runs MML estimator
+NAME on this process's rows of the model's data, ``data_args=("y",)``); ``die`` (the EBM with checkpoints every
 ``CHECKPOINT_EVERY`` steps; process 1 kills itself as the steps after the
 checkpoint at ``DIE_AT`` start); ``disagree`` (process 1 uses another key).
 """
@@ -75,17 +76,18 @@ def estimators():
     import numpyro_ebm as ne
 
     return {
-        "pgd": ne.PGD(latent_model, step_size=0.05, num_particles=12),
+        "pgd": ne.PGD(latent_model, step_size=0.01, num_particles=12),
         "soul": ne.SOUL(
             latent_model, step_size=0.05, learning_rate=0.05, num_particles=12
         ),
     }
 
 
-def run_estimator(estimator, key, **kwargs):
-    """An estimator's run on the first column of the data (every process
-    passes all of it: the particles are split, the data replicated)."""
-    return estimator.run(key, STEPS, data()[:, 0], progress_bar=False, **kwargs)
+def run_estimator(estimator, key, y=None, **kwargs):
+    """An estimator's run on the first column of the data (by default every
+    process passes all of it: the particles are split, the data replicated)."""
+    y = data()[:, 0] if y is None else y
+    return estimator.run(key, STEPS, y, progress_bar=False, **kwargs)
 
 
 def main():
@@ -133,11 +135,17 @@ def main():
                     results[f"{label}/{i}"] = np.asarray(leaf)
                 results[f"{label}/loss"] = np.asarray(result.history["loss"])
         for name, estimator in estimators().items():
-            if name not in names:
-                continue
-            result = run_estimator(estimator, key)
-            results[f"{name}/0"] = np.asarray(result.params["theta"])
-            results[f"{name}/loss"] = np.asarray(result.history["log_joint"])
+            for split in (False, True):
+                label = f"{name}@split" if split else name
+                if label not in names:
+                    continue
+                if split:  # each process passes its rows of y
+                    y = ne.local_shard(data()[:, 0])
+                    result = run_estimator(estimator, key, y, data_args=("y",))
+                else:
+                    result = run_estimator(estimator, key)
+                results[f"{label}/0"] = np.asarray(result.params["theta"])
+                results[f"{label}/loss"] = np.asarray(result.history["log_joint"])
     elif mode == "disagree":
         learners()["ebm"].run(key, STEPS, shard, batch_size=BATCH, progress_bar=False)
     elif mode == "die":

@@ -706,3 +706,30 @@ def test_particles_split_over_devices_give_the_single_device_run(name):
     odd = ne.PGD(latent_model, step_size=0.05, num_particles=6)
     with pytest.raises(ValueError, match="`num_particles` \\(6\\) must be divisible"):
         run_estimator(odd, jax.random.key(0), num_devices=4)
+
+
+def test_the_model_data_split_by_rows_give_the_replicated_run():
+    # data_args splits y (48 rows) over 4 devices, and the latent x (one
+    # entry per row) along its data axis: the same run, to rounding
+    from tests.distributed_worker import data, estimators, run_estimator
+
+    pgd = estimators()["pgd"]
+    plain = run_estimator(pgd, jax.random.key(0))
+    split = run_estimator(pgd, jax.random.key(0), num_devices=4, data_args=("y",))
+    np.testing.assert_allclose(
+        split.history["log_joint"], plain.history["log_joint"], rtol=1e-5
+    )
+    np.testing.assert_allclose(split.params["theta"], plain.params["theta"], rtol=1e-5)
+    spec = split.state.sampler_state.particles["x"].sharding.spec
+    assert tuple(spec) == (None, "data")
+    with pytest.raises(ValueError, match="`data_args` names \\['z'\\]"):
+        run_estimator(pgd, jax.random.key(0), num_devices=4, data_args=("z",))
+    with pytest.raises(ValueError, match="46 rows of `data_args`, which do not divide"):
+        pgd.run(
+            jax.random.key(0),
+            5,
+            data()[:46, 0],
+            progress_bar=False,
+            num_devices=4,
+            data_args="y",
+        )

@@ -129,14 +129,28 @@ def mesh_size(mesh) -> int:
 
 def replicate(tree, mesh):
     """``tree`` replicated on every device of ``mesh`` (a global array when
-    several processes share it: each process passes the same values)."""
+    several processes share it: each process passes the same values).
+
+    Arrays already split over ``mesh`` (e.g. by :func:`put_rows`) are kept
+    as they are.
+    """
     if mesh is None:
         return tree
     sharding = NamedSharding(mesh, PartitionSpec())
-    if not is_multiprocess():
-        return jax.device_put(tree, sharding)
+
+    def placed(x):
+        return (
+            isinstance(x, jax.Array)
+            and isinstance(x.sharding, NamedSharding)
+            and x.sharding.mesh == mesh
+            and not x.is_fully_replicated
+        )
 
     def put(x):
+        if placed(x):
+            return x
+        if not is_multiprocess():
+            return jax.device_put(x, sharding)
         x = np.asarray(x)
         return jax.make_array_from_process_local_data(sharding, x, x.shape)
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 from jax import random
 from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding, PartitionSpec
 from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_ebm.core import validation
@@ -38,6 +39,7 @@ from numpyro_ebm.learn import distributed, training
 from numpyro_ebm.learn import model_density as density
 from numpyro_ebm.learn.checkpoints import (
     array_digest,
+    rows_digest,
     function_digest,
     optimizer_digest,
 )
@@ -60,13 +62,27 @@ class ParticleState(NamedTuple):
     step_size: jax.Array
 
 
-def _shard_particles(state, mesh):
-    """Split the particles (their leading axis) over the mesh's devices."""
+def _shard_particles(state, mesh, data_rows=None):
+    """Split the particles over the mesh's devices: a latent with an axis of
+    ``data_rows`` entries (one per data point, when the data are split by
+    rows) along that axis, the others along the particle axis.
+
+    Only where the work happens depends on it, never the result.
+    """
     if mesh is None:
         return state
-    particles = jax.tree.map(
-        lambda x: training.shard_batch(x, mesh), state.sampler_state.particles
-    )
+
+    def place(x):
+        if data_rows is not None and data_rows in x.shape[1:]:
+            axis = x.shape.index(data_rows, 1)
+            spec = [None] * x.ndim
+            spec[axis] = distributed.AXIS
+            return jax.lax.with_sharding_constraint(
+                x, NamedSharding(mesh, PartitionSpec(*spec))
+            )
+        return training.shard_batch(x, mesh)
+
+    particles = jax.tree.map(place, state.sampler_state.particles)
     return state._replace(
         sampler_state=state.sampler_state._replace(particles=particles)
     )
@@ -445,6 +461,7 @@ class _Estimator:
         checkpoint_every=None,
         resume=True,
         num_devices=None,
+        data_args=(),
         **kwargs,
     ):
         """Run ``num_steps`` iterations; returns an :class:`MMLRunResult`.
@@ -473,7 +490,14 @@ class _Estimator:
                 parameters and the model's arguments are replicated. After
                 :func:`jax.distributed.initialize` with several processes,
                 every device of every process is used, and each process
-                passes the same arguments.
+                passes the same arguments (except ``data_args``).
+            data_args: names of the model's arguments that hold one row per
+                data point (the same number of rows each), split by rows
+                over the devices instead of replicated; latents with an axis
+                of that length are split along it. With several processes,
+                each process passes its own rows of these
+                (:func:`~numpyro_ebm.local_shard`); the run is the one of a
+                single process with all the rows.
         """
         mesh = distributed.make_mesh(num_devices)
         size = distributed.mesh_size(mesh)
@@ -482,16 +506,29 @@ class _Estimator:
                 f"`num_particles` ({self.num_particles}) must be divisible by the "
                 f"number of devices ({size}): each device moves an equal share."
             )
+        args, kwargs, data_rows, local_rows = self._split_data_args(
+            data_args, args, kwargs, mesh
+        )
         if distributed.is_multiprocess():
             dynamic_args, _ = density.split_arguments(args, kwargs)
             distributed.check_agreement(
                 rng_key=np.asarray(jax.random.key_data(rng_key)).tolist(),
                 num_steps=int(num_steps),
                 estimator=self._describe(),
-                data=[array_digest(x) for x in dynamic_args],
+                data=[
+                    [list(x.shape), str(x.dtype)]
+                    if id(x) in local_rows
+                    else array_digest(x)
+                    for x in dynamic_args
+                ],
                 init_state=init_state is not None,
             )
+        args, kwargs, split = self._place_data_args(args, kwargs, local_rows, mesh)
         fresh = self.init(rng_key, *args, **kwargs)
+        if data_rows is not None:  # the state is replicated, whatever init made
+            fresh = jax.jit(
+                lambda s: s, out_shardings=NamedSharding(mesh, PartitionSpec())
+            )(fresh)
         if init_state is None:
             state = fresh
         else:
@@ -541,7 +578,7 @@ class _Estimator:
         # arguments (Python numbers, strings, ...) are static, part of the key
         dynamic, static = density.split_arguments(args, kwargs)
         # the configuration is part of the key: the step reads it when traced
-        key = (tuple(sorted(trace_params)), static, self._describe())
+        key = (tuple(sorted(trace_params)), static, self._describe(), data_rows)
         try:
             hash(key)
         except TypeError:  # an unhashable static argument: compile this run alone
@@ -552,7 +589,7 @@ class _Estimator:
             key = None
         step = self._steps.get(key) if key is not None else None
         if step is None:
-            step = self._make_step(trace_params, static)
+            step = self._make_step(trace_params, static, data_rows)
             if key is not None:
                 self._steps[key] = step
 
@@ -562,7 +599,10 @@ class _Estimator:
                 "estimator": self._describe(),
                 "model": function_digest(self.model),
                 "rng_key": np.asarray(jax.random.key_data(rng_key)).tolist(),
-                "data": [array_digest(x) for x in dynamic],
+                "data": [
+                    rows_digest(x) if id(x) in split else array_digest(x)
+                    for x in dynamic
+                ],
                 "arguments": re.sub(r" at 0x[0-9a-f]+", "", repr(static[1])),
                 "optimizer": (
                     optimizer_digest(self.optimizer, state.params)
@@ -616,12 +656,84 @@ class _Estimator:
         config["init_strategy"] = self.init_strategy
         return training.describe(self, config)
 
-    def _make_step(self, trace_params, static):
+    def _split_data_args(self, names, args, kwargs, mesh):
+        """Check ``data_args``; ``(args, kwargs, rows over all processes or
+        None, ids of the local arrays to split)``."""
+        if isinstance(names, str):
+            names = (names,)
+        names = tuple(names)
+        if not names:
+            return args, kwargs, None, set()
+        import inspect
+
+        try:
+            bound = inspect.signature(self.model).bind(*args, **kwargs)
+        except TypeError as err:
+            raise TypeError(f"the model's arguments do not bind: {err}") from None
+        unknown = [n for n in names if n not in bound.arguments]
+        if unknown:
+            raise ValueError(
+                f"`data_args` names {unknown}, which are not arguments of this "
+                f"call of the model (it has {sorted(bound.arguments)})."
+            )
+        values = {n: bound.arguments[n] for n in names}
+        bad = [n for n, v in values.items() if np.ndim(v) < 1]
+        if bad:
+            raise ValueError(
+                f"`data_args` {bad} must be arrays with one row per data point."
+            )
+        rows = {n: int(np.shape(v)[0]) for n, v in values.items()}
+        if len(set(rows.values())) > 1:
+            raise ValueError(
+                f"`data_args` must have the same number of rows, got {rows}."
+            )
+        local = next(iter(rows.values()))
+        devices = (
+            jax.local_device_count()
+            if distributed.is_multiprocess()
+            else distributed.mesh_size(mesh)
+        )
+        if local % devices:
+            where = (
+                f"process {jax.process_index()} holds"
+                if distributed.is_multiprocess()
+                else "the data have"
+            )
+            raise ValueError(
+                f"{where} {local} rows of `data_args`, which do not divide over "
+                f"{devices} devices: the model sees every row, so none can be "
+                "padded; drop or add a few rows."
+            )
+        if mesh is None:  # one device: nothing to split
+            return args, kwargs, None, set()
+        for n, v in values.items():
+            bound.arguments[n] = np.asarray(v) if not isinstance(v, jax.Array) else v
+        local_rows = {id(bound.arguments[n]) for n in names}
+        return bound.args, bound.kwargs, local * jax.process_count(), local_rows
+
+    @staticmethod
+    def _place_data_args(args, kwargs, local_rows, mesh):
+        """``(args, kwargs, ids)``: the ``data_args`` split over the mesh by
+        rows (global arrays), and the ids of those arrays."""
+        placed = {}
+
+        def place(x):
+            if id(x) in local_rows:
+                x = distributed.put_rows(x, mesh).values
+                placed[id(x)] = x
+            return x
+
+        args, kwargs = jax.tree.map(
+            place, (args, kwargs), is_leaf=lambda x: id(x) in local_rows
+        )
+        return args, kwargs, set(placed)
+
+    def _make_step(self, trace_params, static, data_rows=None):
         def step(state, dynamic, mesh):
             args, kwargs = density.merge_arguments(dynamic, static)
-            state = _shard_particles(state, mesh)
+            state = _shard_particles(state, mesh, data_rows)
             new, lp, info = self._update(state, args, kwargs)
-            new = _shard_particles(new, mesh)
+            new = _shard_particles(new, mesh, data_rows)
             params = self._constrain(
                 self._spec.param_transforms,
                 {k: v for k, v in new.params.items() if k in trace_params},
