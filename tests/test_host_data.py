@@ -104,9 +104,10 @@ def test_the_default_negative_sampler_fits_its_start_on_host_data(memmap):
     device, host = run(x), run(mm)
     state = host.state.sampler_state
     np.testing.assert_allclose(state["q0_mean"], x.mean(0), rtol=1e-5, atol=1e-6)
-    cov = lambda r: np.asarray(r.state.sampler_state["q0_chol"]) @ np.asarray(
-        r.state.sampler_state["q0_chol"]
-    ).T
+    cov = lambda r: (
+        np.asarray(r.state.sampler_state["q0_chol"])
+        @ np.asarray(r.state.sampler_state["q0_chol"]).T
+    )
     np.testing.assert_allclose(cov(host), cov(device), rtol=1e-5)
     np.testing.assert_allclose(
         host.history["loss"], device.history["loss"], rtol=1e-4, atol=1e-5

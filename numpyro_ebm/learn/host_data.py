@@ -268,9 +268,7 @@ def _combine(block, mesh):
 def _reduce_shares(shares, grid, event_ndim):
     spec = PartitionSpec(None, ("process", "device"), *([None] * event_ndim))
     return jax.shard_map(
-        lambda x: jax.lax.psum_scatter(
-            x, "process", scatter_dimension=1, tiled=True
-        ),
+        lambda x: jax.lax.psum_scatter(x, "process", scatter_dimension=1, tiled=True),
         mesh=grid,
         in_specs=spec,
         out_specs=spec,

@@ -15,6 +15,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 """
 
 import dataclasses
+import inspect
 import re
 import warnings
 from typing import NamedTuple
@@ -39,9 +40,9 @@ from numpyro_ebm.learn import distributed, training
 from numpyro_ebm.learn import model_density as density
 from numpyro_ebm.learn.checkpoints import (
     array_digest,
-    rows_digest,
     function_digest,
     optimizer_digest,
+    rows_digest,
 )
 
 __all__ = ["ParticleState", "MMLRunResult", "PGD", "IPLA", "SOUL", "MCEM"]
@@ -664,8 +665,6 @@ class _Estimator:
         names = tuple(names)
         if not names:
             return args, kwargs, None, set()
-        import inspect
-
         try:
             bound = inspect.signature(self.model).bind(*args, **kwargs)
         except TypeError as err:
