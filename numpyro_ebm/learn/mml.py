@@ -15,6 +15,7 @@ The estimators are the MCMC counterparts of :class:`numpyro.infer.SVI`:
 """
 
 import dataclasses
+import functools
 import inspect
 import re
 import warnings
@@ -86,6 +87,15 @@ def _shard_particles(state, mesh, data_rows=None):
     particles = jax.tree.map(place, state.sampler_state.particles)
     return state._replace(
         sampler_state=state.sampler_state._replace(particles=particles)
+    )
+
+
+@functools.cache
+def _replicated(mesh):
+    """The identity, with its outputs replicated over ``mesh`` (one compiled
+    function per mesh)."""
+    return jax.jit(
+        lambda tree: tree, out_shardings=NamedSharding(mesh, PartitionSpec())
     )
 
 
@@ -527,9 +537,7 @@ class _Estimator:
         args, kwargs, split = self._place_data_args(args, kwargs, local_rows, mesh)
         fresh = self.init(rng_key, *args, **kwargs)
         if data_rows is not None:  # the state is replicated, whatever init made
-            fresh = jax.jit(
-                lambda s: s, out_shardings=NamedSharding(mesh, PartitionSpec())
-            )(fresh)
+            fresh = _replicated(mesh)(fresh)
         if init_state is None:
             state = fresh
         else:
