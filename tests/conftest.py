@@ -13,6 +13,31 @@ CACHE = Path(__file__).resolve().parents[1] / ".jax_cache"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+# Most tests compile far more than they run: XLA's optimisations (LLVM's
+# above all) cost more time than they save, so they are off. Tests marked
+# `optimized` (long runs, and comparisons of programs compiled two ways, e.g.
+# pmap against vmap, to a tolerance) turn them back on; compiling them does
+# not change what a program computes, only how fast it runs and how sums
+# are rounded.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import pytest  # noqa: E402
+
+import jax  # noqa: E402
 import numpyro  # noqa: E402
 
 numpyro.set_host_device_count(4)
+_UNOPTIMIZED = jax.config.read("jax_disable_most_optimizations")
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimisations(request):
+    """XLA's optimisations on for tests marked ``optimized``."""
+    if _UNOPTIMIZED and request.node.get_closest_marker("optimized"):
+        jax.config.update("jax_disable_most_optimizations", False)
+        try:
+            yield
+        finally:
+            jax.config.update("jax_disable_most_optimizations", True)
+    else:
+        yield

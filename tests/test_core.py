@@ -109,6 +109,7 @@ def test_ula_does_not_leave_target_invariant():
     assert np.any(np.abs(np.diag(np.cov(x.T)) - np.diag(cov)) > 5 * se)
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize("s, h", [(2.0, 1.0), (1.0, 0.5), (0.5, 0.2)])
 def test_ula_stationary_variance_closed_form_core(s, h):
     # ULA on U = x^2 / (2 s^2) is stationary at N(0, s^2 / (1 - h / (2 s^2)))

@@ -153,8 +153,10 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path):
 
     # a restart, here in one process with 4 devices: the checkpoint of two
     # processes is taken (same run, data digested independently of the split)
+    ebm = worker.learners()["ebm"]  # one learner: its loop compiles once
+
     def run(**kwargs):
-        return worker.learners()["ebm"].run(
+        return ebm.run(
             jax.random.key(0),
             worker.LONG_STEPS,
             worker.data(),

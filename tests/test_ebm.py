@@ -27,6 +27,7 @@ def eight():
     )
 
 
+@pytest.mark.optimized
 def test_default_on_eight_gaussians_reaches_the_true_likelihood(eight):
     law, data, test = eight
     ebm = ne.EBM(
@@ -58,6 +59,7 @@ def two_modes():
     return law.sample(jax.random.key(0), 5_000)
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize(
     "method, expect_right, num_steps",
     [

@@ -1,5 +1,6 @@
 """Every example script runs end to end with small arguments."""
 
+import json
 import os
 import re
 import subprocess
@@ -108,6 +109,62 @@ SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 SLOW_EXAMPLES = {"latent_ebm_prior.py", "score_prior_digits.py", "vae_digits.py"}
 
 
+# the scripts in one interpreter, one after the other (each import of JAX,
+# NumPyro, Flax and ArviZ costs seconds): "#RUN <script> <exit code>" and the
+# tail of its stderr after each
+_RUN_ALL = """
+import contextlib, io, json, runpy, sys, traceback
+sys.path.insert(0, "examples")
+for script, args in json.loads(sys.argv[1]):
+    sys.argv = [script, *args]
+    err = io.StringIO()
+    code = 0
+    with contextlib.redirect_stderr(err):
+        try:
+            runpy.run_path("examples/" + script, run_name="__main__")
+        except SystemExit as exit:
+            code = exit.code or 0
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    print("#RUN", script, code)
+    print(err.getvalue()[-3000:])
+"""
+
+
+def _run(scripts, out):
+    """``{script: (exit code, stderr tail)}``; each script writes into
+    ``out / script``."""
+    jobs = []
+    for script in scripts:
+        args = list(EXAMPLES[script])
+        if script != "quickstart.py":
+            (out / script).mkdir()
+            args += ["--out", str(out / script), "--no-progress-bar"]
+        jobs.append((script, args))
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_ALL, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=SMOKE_ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {}
+    for block in proc.stdout.split("#RUN ")[1:]:
+        head, _, text = block.partition("\n")
+        script, code = head.split()
+        runs[script] = (int(code), text)
+    return runs
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("examples")
+    return out, _run(sorted(set(EXAMPLES) - SLOW_EXAMPLES), out)
+
+
 @pytest.mark.parametrize(
     "script",
     [
@@ -115,21 +172,15 @@ SLOW_EXAMPLES = {"latent_ebm_prior.py", "score_prior_digits.py", "vae_digits.py"
         for name in sorted(EXAMPLES)
     ],
 )
-def test_example_runs(script, tmp_path):
-    args = list(EXAMPLES[script])
+def test_example_runs(script, request, tmp_path):
+    if script in SLOW_EXAMPLES:
+        out, runs = tmp_path, _run([script], tmp_path)
+    else:
+        out, runs = request.getfixturevalue("example_runs")
+    code, err = runs[script]
+    assert code == 0, err
     if script != "quickstart.py":
-        args += ["--out", str(tmp_path), "--no-progress-bar"]
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-        env=SMOKE_ENV,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    if script != "quickstart.py":
-        assert list(tmp_path.glob("*.png")), "no figure written"
+        assert list((out / script).glob("*.png")), "no figure written"
 
 
 HELP_SCRIPTS = sorted(

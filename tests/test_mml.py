@@ -119,6 +119,7 @@ def _pgd_average_law(D, N, h, K, average_from):
     return m[2] / M, np.sqrt(C[2, 2]) / M
 
 
+@pytest.mark.optimized
 def test_pgd_estimate_follows_its_exact_law_on_the_published_setup():
     # Kuntz, Lim & Johansen (2023): h = 2/(2+D), 300 steps, start at 0, average
     # from step 150. On this linear Gaussian model the averaged estimate's law
@@ -303,6 +304,7 @@ def _energy_prior_model(contrastive):
     return model
 
 
+@pytest.mark.optimized
 def test_learnable_energy_prior_is_trained_correctly_by_pgd_and_svi():
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal
@@ -320,13 +322,13 @@ def test_learnable_energy_prior_is_trained_correctly_by_pgd_and_svi():
         assert abs(trace.mean() - mle[name]) < 0.1, (name, trace.mean(), mle[name])
     # the same model by NumPyro's SVI (a Gaussian guide is exact here)
     svi = SVI(model, AutoNormal(model), optax.adam(0.02), Trace_ELBO())
-    params = svi.run(jax.random.key(1), 3000, y, progress_bar=False).params
+    params = svi.run(jax.random.key(1), 1000, y, progress_bar=False).params
     for name in ("mu", "s"):
         assert abs(float(params[name]) - mle[name]) < 0.1, (name, params[name])
     # without the normaliser's contrastive term the scale is learned wrong
     plain = _energy_prior_model(contrastive=False)
     svi = SVI(plain, AutoNormal(plain), optax.adam(0.02), Trace_ELBO())
-    params = svi.run(jax.random.key(1), 3000, y, progress_bar=False).params
+    params = svi.run(jax.random.key(1), 1000, y, progress_bar=False).params
     assert abs(float(params["s"]) - mle["s"]) > 0.5
 
 
@@ -523,6 +525,7 @@ def test_mala_potentials_can_skip_the_contrastive_prior_chains():
     assert abs(float(g_params["s"] - g_params_plain["s"])) > 1.0  # E_p[grad E]
 
 
+@pytest.mark.optimized
 def test_soul_trains_an_energy_prior_on_mini_batches():
     # the latent-EBM-prior set-up on a case with a known answer: a learnable
     # Gaussian energy prior on one latent per data point, a subsampled plate,

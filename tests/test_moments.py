@@ -133,6 +133,7 @@ INIT_100 = jnp.zeros((4, 100))
 VAR_100 = targets.SCALES_100**2
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize(
     "kernel, num_warmup, num_samples",
     [

@@ -39,6 +39,7 @@ def _steps(mcmc):
     )
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize("name, tol", [("MALA", 0.0), ("MALT", 1e-2)])
 def test_chains_on_four_devices_pool_like_vectorized_chains(name, tol):
     # MALA: bit for bit; MALT's trajectory update reduces in another order

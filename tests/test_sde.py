@@ -33,6 +33,7 @@ def test_marginals_solve_the_moment_equations(name):
     assert float(mean0) == 1.0 and float(std0) == 0.0
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize("name", list(SDES))
 def test_euler_maruyama_reaches_the_marginal(name):
     # 20,000 paths from x0 = 1 (one coordinate) with 2000 steps to t = 0.5:
@@ -165,6 +166,7 @@ def _gaussian_score(sde, c):
     return score
 
 
+@pytest.mark.optimized
 @pytest.mark.parametrize("name", list(SDES))
 def test_the_reverse_sde_with_the_exact_score_returns_the_data_law(name):
     # predictor alone, 1000 steps: 40,000 iid coordinates of N(0, c^2); the
@@ -180,6 +182,7 @@ def test_the_reverse_sde_with_the_exact_score_returns_the_data_law(name):
     assert abs(x0.var() / c**2 - 1) < 5 * se + 0.01, x0.var() / c**2
 
 
+@pytest.mark.optimized
 def test_the_corrector_widens_by_its_unadjusted_langevin_bias():
     # one corrector per step at snr r widens a Gaussian by at most 1 / (1 - r^2)
     sde, c, n = SDES["vp"], 2.0, 20_000
