@@ -109,17 +109,18 @@ SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 SLOW_EXAMPLES = {"latent_ebm_prior.py", "score_prior_digits.py", "vae_digits.py"}
 
 
-# the scripts in one interpreter, one after the other (each import of JAX,
-# NumPyro, Flax and ArviZ costs seconds): "#RUN <script> <exit code>" and the
-# tail of its stderr after each
-_RUN_ALL = """
+# scripts in one interpreter, one after the other (each import of JAX,
+# NumPyro, Flax and ArviZ costs seconds): "#RUN <script> <exit code>" and
+# what the script wrote to the stream named for it ("stdout" or "stderr")
+_IN_ONE_INTERPRETER = """
 import contextlib, io, json, runpy, sys, traceback
 sys.path.insert(0, "examples")
-for script, args in json.loads(sys.argv[1]):
+for script, args, stream in json.loads(sys.argv[1]):
     sys.argv = [script, *args]
-    err = io.StringIO()
+    text = io.StringIO()
     code = 0
-    with contextlib.redirect_stderr(err):
+    redirect = getattr(contextlib, "redirect_" + stream)
+    with redirect(text):
         try:
             runpy.run_path("examples/" + script, run_name="__main__")
         except SystemExit as exit:
@@ -128,27 +129,20 @@ for script, args in json.loads(sys.argv[1]):
             traceback.print_exc()
             code = 1
     print("#RUN", script, code)
-    print(err.getvalue()[-3000:])
+    print(text.getvalue())
 """
 
 
-def _run(scripts, out):
-    """``{script: (exit code, stderr tail)}``; each script writes into
-    ``out / script``."""
-    jobs = []
-    for script in scripts:
-        args = list(EXAMPLES[script])
-        if script != "quickstart.py":
-            (out / script).mkdir()
-            args += ["--out", str(out / script), "--no-progress-bar"]
-        jobs.append((script, args))
+def _in_one_interpreter(jobs, env=None):
+    """``{script: (exit code, text)}`` for ``jobs``, ``[(script, args,
+    stream)]``."""
     proc = subprocess.run(
-        [sys.executable, "-c", _RUN_ALL, json.dumps(jobs)],
+        [sys.executable, "-c", _IN_ONE_INTERPRETER, json.dumps(jobs)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
-        env=SMOKE_ENV,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = {}
@@ -157,6 +151,19 @@ def _run(scripts, out):
         script, code = head.split()
         runs[script] = (int(code), text)
     return runs
+
+
+def _run(scripts, out):
+    """``{script: (exit code, stderr)}``; each script writes into
+    ``out / script``."""
+    jobs = []
+    for script in scripts:
+        args = list(EXAMPLES[script])
+        if script != "quickstart.py":
+            (out / script).mkdir()
+            args += ["--out", str(out / script), "--no-progress-bar"]
+        jobs.append((script, args, "stderr"))
+    return _in_one_interpreter(jobs, SMOKE_ENV)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +185,7 @@ def test_example_runs(script, request, tmp_path):
     else:
         out, runs = request.getfixturevalue("example_runs")
     code, err = runs[script]
-    assert code == 0, err
+    assert code == 0, err[-3000:]
     if script != "quickstart.py":
         assert list((out / script).glob("*.png")), "no figure written"
 
@@ -191,41 +198,9 @@ HELP_SCRIPTS = sorted(
 OPTION = re.compile(r"--[\w-]+")
 
 
-# every script's --help in one interpreter (each import of JAX and NumPyro
-# costs seconds): "#HELP <script> <exit code>" before each text
-_ALL_HELP = """
-import contextlib, io, runpy, sys
-sys.path.insert(0, "examples")
-for script in sys.argv[1:]:
-    out = io.StringIO()
-    sys.argv = [script, "--help"]
-    code = 0
-    with contextlib.redirect_stdout(out):
-        try:
-            runpy.run_path("examples/" + script, run_name="__main__")
-        except SystemExit as exit:
-            code = exit.code or 0
-    print("#HELP", script, code)
-    print(out.getvalue())
-"""
-
-
 @pytest.fixture(scope="module")
 def help_texts():
-    proc = subprocess.run(
-        [sys.executable, "-c", _ALL_HELP, *HELP_SCRIPTS],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    texts = {}
-    for block in proc.stdout.split("#HELP ")[1:]:
-        head, _, text = block.partition("\n")
-        script, code = head.split()
-        texts[script] = (int(code), text)
-    return texts
+    return _in_one_interpreter([(s, ["--help"], "stdout") for s in HELP_SCRIPTS])
 
 
 @pytest.mark.parametrize("script", HELP_SCRIPTS)
