@@ -12,6 +12,10 @@ memory-mapped file, kept on the host; ``NAME@split`` runs MML estimator
 NAME on this process's rows of the model's data, ``data_args=("y",)``); ``die`` (the EBM with checkpoints every
 ``CHECKPOINT_EVERY`` steps; process 1 kills itself as the steps after the
 checkpoint at ``DIE_AT`` start); ``disagree`` (process 1 uses another key).
+
+Process 1 calls every ``run`` through one more Python frame than process 0
+(:func:`called_from_elsewhere`), as a user's rank-dependent wrapper would:
+the processes must still compile the same programs.
 """
 
 import os
@@ -90,6 +94,13 @@ def run_estimator(estimator, key, y=None, **kwargs):
     return estimator.run(key, STEPS, y, progress_bar=False, **kwargs)
 
 
+def called_from_elsewhere(pid, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, from a deeper call stack in process 1."""
+    if pid == 1:
+        return (lambda: fn(*args, **kwargs))()
+    return fn(*args, **kwargs)
+
+
 def main():
     # imported by the tests for `data` and `learners`: the worker's device
     # count is set only when it runs as a script
@@ -128,8 +139,14 @@ def main():
                     full.flush()
                     full = np.memmap(path, np.float32, "r", shape=data().shape)
                     rows = ne.local_shard(full)
-                result = learner.run(
-                    key, STEPS, rows, batch_size=BATCH, progress_bar=False
+                result = called_from_elsewhere(
+                    pid,
+                    learner.run,
+                    key,
+                    STEPS,
+                    rows,
+                    batch_size=BATCH,
+                    progress_bar=False,
                 )
                 for i, leaf in enumerate(jax.tree.leaves(result.params)):
                     results[f"{label}/{i}"] = np.asarray(leaf)
@@ -141,9 +158,11 @@ def main():
                     continue
                 if split:  # each process passes its rows of y
                     y = ne.local_shard(data()[:, 0])
-                    result = run_estimator(estimator, key, y, data_args=("y",))
+                    result = called_from_elsewhere(
+                        pid, run_estimator, estimator, key, y, data_args=("y",)
+                    )
                 else:
-                    result = run_estimator(estimator, key)
+                    result = called_from_elsewhere(pid, run_estimator, estimator, key)
                 results[f"{label}/0"] = np.asarray(result.params["theta"])
                 results[f"{label}/loss"] = np.asarray(result.history["log_joint"])
     elif mode == "disagree":

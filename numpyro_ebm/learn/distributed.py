@@ -20,8 +20,19 @@ With several processes, every process must run the same script with the
 same key, settings and data shape; :func:`check_agreement` compares them
 before any work and names what differs instead of letting the collectives
 hang.
+
+Every process must also compile the same programs. XLA's CPU collectives
+(gloo) meet by a key derived from the compiled program, and since jaxlib
+0.12.1 that program carries the Python call stack of each operation as
+source locations. Two processes that reach a compiled step through
+different Python frames (one of them wrapped in a profiler, a retry helper
+or a test's patch) would then wait on different keys for ever.
+:func:`same_programs` compiles without source locations while several
+processes run; the entry points (``run`` of the learners and estimators,
+:func:`check_agreement`) use it.
 """
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -44,6 +55,7 @@ __all__ = [
     "make_mesh",
     "put_rows",
     "replicate",
+    "same_programs",
     "to_local",
 ]
 
@@ -54,6 +66,35 @@ AXIS = "data"
 def is_multiprocess() -> bool:
     """Whether :func:`jax.distributed.initialize` has joined several processes."""
     return jax.process_count() > 1
+
+
+@contextlib.contextmanager
+def same_programs():
+    """Compile programs that do not depend on the caller's Python frames
+    while several processes run (nothing changes in one process).
+
+    JAX attaches the Python traceback of each traced operation to the
+    program as source locations (``jax_traceback_in_locations_limit``
+    frames). The collectives of several processes rendezvous on the
+    compiled program, so programs compiled from different call stacks can
+    wait on each other for ever; inside this context, and only for the
+    programs first compiled here, the traceback is left out (error
+    messages and profiles then name the operation but not its line).
+
+    Works as a decorator too. Example:
+        >>> with same_programs():
+        ...     y = jax.jit(lambda x: x + 1)(1.0)
+    """
+    name = "jax_traceback_in_locations_limit"
+    if not is_multiprocess():
+        yield
+        return
+    previous = getattr(jax.config, name)
+    jax.config.update(name, 0)
+    try:
+        yield
+    finally:
+        jax.config.update(name, previous)
 
 
 def local_shard(data, process_index=None, process_count=None):
@@ -236,6 +277,7 @@ def gather_rows(rng_key, rows: Rows, batch_size: int, mesh):
     )(rows.values, idx)
 
 
+@same_programs()
 def check_agreement(**facts):
     """Raise a ValueError naming the facts (and processes) that differ
     between processes; nothing happens in one process.

@@ -460,6 +460,7 @@ class _Estimator:
         state = state._replace(step=state.step + 1, rng_key=jax.random.key_data(key))
         return state, lp, info
 
+    @distributed.same_programs()
     def run(
         self,
         rng_key,

@@ -590,6 +590,7 @@ class Learner:
             opt_state=opt_state,
         )
 
+    @distributed.same_programs()
     def run(
         self,
         rng_key,
