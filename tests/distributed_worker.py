@@ -121,6 +121,7 @@ def main():
     )
     import numpyro_ebm as ne
 
+    limit = jax.config.jax_traceback_in_locations_limit
     shard = ne.local_shard(data())
     key = jax.random.key(1 if (mode == "disagree" and pid == 1) else 0)
     results = {}
@@ -188,6 +189,10 @@ def main():
             checkpoint_dir=extra,
             checkpoint_every=CHECKPOINT_EVERY,
         )
+    # the runs compiled without source locations, and put the setting back
+    assert jax.config.jax_traceback_in_locations_limit == limit, (
+        jax.config.jax_traceback_in_locations_limit
+    )
     if pid == 0:
         np.savez(out, **results)
     print(f"process {pid} done", flush=True)

@@ -517,6 +517,27 @@ case("toy-law-num_samples=2.5", TypeError, "`num_samples` must be an integer")(
     lambda: ne.datasets.two_moons().sample(jax.random.key(0), 2.5)
 )
 
+# ------------------------------------------------------------ distributed
+ROWS = np.arange(12).reshape(6, 2)
+case(
+    "local_shard-index-past-count", ValueError, r"`process_index` \(5\) must be below"
+)(lambda: ne.local_shard(ROWS, 5, 3))
+case("local_shard-index-negative", ValueError, "`process_index` must be a non-neg")(
+    lambda: ne.local_shard(ROWS, -1, 3)
+)
+case("local_shard-index-float", TypeError, "`process_index` must be an integer")(
+    lambda: ne.local_shard(ROWS, 1.5, 3)
+)
+case("local_shard-count-zero", ValueError, "`process_count` must be a positive")(
+    lambda: ne.local_shard(ROWS, 0, 0)
+)
+case("local_shard-scalar-data", ValueError, "`data` must have one row per")(
+    lambda: ne.local_shard(np.float32(3.0), 0, 1)
+)
+case("local_shard-index-traced", TypeError, "`process_index` must be a Python int")(
+    lambda: jax.jit(lambda p: ne.local_shard(jnp.asarray(ROWS), p, 3))(1)
+)
+
 
 @pytest.mark.parametrize("fn, error, match", CASES)
 def test_bad_input_is_refused(fn, error, match):

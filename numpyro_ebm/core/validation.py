@@ -105,18 +105,18 @@ def _integer(name, value):
         raise TypeError(f"`{name}` must be an integer, got the boolean {value!r}.")
     if isinstance(value, numbers.Integral):
         return int(value)
+    if isinstance(value, jax.core.Tracer):  # before np.asarray, which fails on it
+        raise TypeError(
+            f"`{name}` must be a Python integer, got a traced value: it fixes an "
+            "array shape or a loop length, so pass it as a static argument under "
+            "jax.jit."
+        )
     if (
         isinstance(value, np.ndarray | jax.Array)
         and np.ndim(value) == 0
         and np.issubdtype(np.asarray(value).dtype, np.integer)
     ):
         return int(value)
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(
-            f"`{name}` must be a Python integer, got a traced value: it fixes an "
-            "array shape or a loop length, so pass it as a static argument under "
-            "jax.jit."
-        )
     raise TypeError(
         f"`{name}` must be an integer, got {type(value).__name__} {value!r} "
         "(it is never rounded)."

@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from numpyro_ebm.core import validation
 from numpyro_ebm.core.batches import batch_indices
 
 __all__ = [
@@ -111,8 +112,25 @@ def local_shard(data, process_index=None, process_count=None):
         >>> local_shard(np.arange(12).reshape(6, 2), 1, 3).tolist()
         [[4, 5], [6, 7]]
     """
-    p = jax.process_index() if process_index is None else int(process_index)
-    n = jax.process_count() if process_count is None else int(process_count)
+    n = (
+        jax.process_count()
+        if process_count is None
+        else validation.positive_integer("process_count", process_count)
+    )
+    p = (
+        jax.process_index()
+        if process_index is None
+        else validation.non_negative_integer("process_index", process_index)
+    )
+    if p >= n:
+        raise ValueError(
+            f"`process_index` ({p}) must be below `process_count` ({n}): the "
+            f"processes are numbered 0 to {n - 1}."
+        )
+    if np.ndim(data) < 1:
+        raise ValueError(
+            "`data` must have one row per data point (at least one axis), got a scalar."
+        )
     rows = np.shape(data)[0]
     if rows % n:
         raise ValueError(
