@@ -704,10 +704,45 @@ class ScorePosterior(MCMCKernel):
     # ---------------------------------------------------------------- sample
     def sample(self, state, model_args, model_kwargs):
         model_kwargs = {} if model_kwargs is None else model_kwargs
-        one = self._sample_one if self._method == "annealed" else self._sample_smc
         if jnp.ndim(state.i) > 0:
-            return jax.vmap(lambda s: one(s, model_args, model_kwargs))(state)
-        return one(state, model_args, model_kwargs)
+            new, report = jax.vmap(
+                lambda s: self._transition(s, model_args, model_kwargs)
+            )(state)
+        else:
+            new, report = self._transition(state, model_args, model_kwargs)
+        self._report(new, *report)
+        return new
+
+    def _transition(self, state, model_args, model_kwargs):
+        """One iteration of one chain, and what it has to report: whether
+        the chain's first non-finite sweep or pass happened (and where)."""
+        if self._method == "annealed":
+            return self._sample_one(state, model_args, model_kwargs)
+        return self._sample_smc(state, model_args, model_kwargs)
+
+    def _report(self, state, first_diverged, level):
+        """The warnings, from one host callback for all vectorized chains,
+        made only when there is something to say (a callback under vmap
+        runs once per chain)."""
+        jax.lax.cond(
+            jnp.any(first_diverged),
+            lambda: jax.debug.callback(
+                self._warn_diverged, first_diverged, state.i - 1, level
+            ),
+            lambda: None,
+        )
+        if self._method != "smc":
+            return
+        i = jnp.ravel(state.i)[0]
+        since = i - self._num_warmup
+        milestone = ((i == self._num_warmup) & (self._num_warmup >= 20)) | (
+            (since == 100) | (since == 1000)
+        )
+        jax.lax.cond(
+            milestone,
+            lambda: jax.debug.callback(self._warn_collapse, i, state.mean_ess),
+            lambda: None,
+        )
 
     def _make_sweep(self):
         reverse = self._reverse
@@ -747,12 +782,7 @@ class ScorePosterior(MCMCKernel):
         finite = info.first_bad < 0
         z = reverse.with_value(state.z, reverse.final_value(path[-1]))
         finite = finite & jnp.all(jnp.isfinite(reverse.flat_value(z)))
-        jax.debug.callback(
-            self._warn_diverged,
-            ~finite & (state.num_diverging == 0),
-            state.i,
-            info.first_bad,
-        )
+        report = (~finite & (state.num_diverging == 0), info.first_bad)
         path = jnp.where(finite, path, state.path)
         z = jax.tree.map(lambda new, old: jnp.where(finite, new, old), z, state.z)
         z, accept, adapt = self._latent_update(
@@ -765,8 +795,7 @@ class ScorePosterior(MCMCKernel):
         mean_ess = jnp.where(
             count == 1, info.ess, state.mean_ess + (info.ess - state.mean_ess) / count
         )
-        jax.debug.callback(self._warn_collapse, state.i + 1, mean_ess)
-        return ScorePosteriorState(
+        new = ScorePosteriorState(
             state.i + 1,
             z,
             pe,
@@ -779,6 +808,7 @@ class ScorePosterior(MCMCKernel):
             accept,
             adapt,
         )
+        return new, report
 
     def _latent_update(self, rng_key, state, z, model_args, model_kwargs):
         """``latent_steps`` MALA steps on the other latent sites, the score
@@ -816,12 +846,7 @@ class ScorePosterior(MCMCKernel):
         return reverse.with_others(z, current.position), accept, adapt
 
     def _warn_collapse(self, i, mean_ess):
-        i = int(np.ravel(np.asarray(i))[0])
-        since = i - self._num_warmup
-        if not (
-            (i == self._num_warmup and self._num_warmup >= 20) or since in (100, 1000)
-        ):
-            return
+        since = int(i) - self._num_warmup
         mean_ess = np.asarray(mean_ess).reshape(-1, self._sigmas.shape[0]).mean(0)
         particles = mean_ess * self._num_particles
         level = int(np.argmin(particles))
@@ -1041,16 +1066,10 @@ class ScorePosterior(MCMCKernel):
         pe = self._potential_fn_gen(0.0, *model_args, **model_kwargs)(z)
         finite = jnp.isfinite(pe) & (bad_level < 0)
         # the first discarded pass of a chain says where it went non-finite
-        # (the callback decides: under vmap both branches of a cond would run)
-        jax.debug.callback(
-            self._warn_diverged,
-            ~finite & (state.num_diverging == 0),
-            state.i,
-            bad_level,
-        )
+        report = (~finite & (state.num_diverging == 0), bad_level)
         z = jax.tree.map(lambda new, old: jnp.where(finite, new, old), z, state.z)
         pe = jnp.where(finite, pe, state.potential_energy)
-        return ScorePosteriorState(
+        new = ScorePosteriorState(
             state.i + 1,
             z,
             pe,
@@ -1058,6 +1077,7 @@ class ScorePosterior(MCMCKernel):
             state.num_diverging + (~finite).astype(jnp.int32),
             key,
         )
+        return new, report
 
     def _warn_diverged(self, report, i, level):
         report, i, level = (np.ravel(np.asarray(v)) for v in (report, i, level))
