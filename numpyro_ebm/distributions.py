@@ -331,6 +331,14 @@ class ScoreDistribution(dist.Distribution):
     the posterior from the score alone; NUTS, MALA and SVI, which need a
     density, refuse such a model with a ``ValueError`` naming the site.
 
+    ``sample`` (and so ``numpyro.infer.Predictive``) approximates the law
+    smoothed by ``sigma_L`` by annealed Langevin. The posterior that
+    ``ScorePosterior`` samples is defined by the law of the score's reverse
+    diffusion over its ``num_levels`` levels, another approximation of the
+    same smoothed law; for prior draws of exactly that law (e.g. for
+    simulation-based calibration), use :func:`~numpyro_ebm.reverse_diffusion`
+    with those levels.
+
     Args:
         score_fn: ``s(x, sigma)`` for ``x`` of shape ``(n,) + event_shape``.
         event_shape: shape of one draw.

@@ -194,7 +194,7 @@ def test_mode_weights_at_the_defaults():
     mcmc = MCMC(
         ne.ScorePosterior(two_modes),
         num_warmup=20,
-        num_samples=500,
+        num_samples=400,
         num_chains=4,
         chain_method="vectorized",
         progress_bar=False,
