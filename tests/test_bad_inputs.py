@@ -626,6 +626,27 @@ case(
         jax.random.key(0), 1.0
     )
 )
+SCALED = ne.ScorePosterior(score_prior_with_scale, num_levels=5)
+case("log_evidence-samples-missing-site", ValueError, "lacks the latent sites 'tau'")(
+    lambda: SCALED.log_evidence(
+        jax.random.key(0), 1.0, posterior_samples={"x": jnp.zeros((4, 2))}
+    )
+)
+case("log_evidence-samples-nan", ValueError, "draws of 'tau' are not all finite")(
+    lambda: SCALED.log_evidence(
+        jax.random.key(0), 1.0, posterior_samples={"tau": jnp.array([jnp.nan, 1.0])}
+    )
+)
+case("log_evidence-samples-shape", ValueError, "draws of 'tau' have shape")(
+    lambda: SCALED.log_evidence(
+        jax.random.key(0), 1.0, posterior_samples={"tau": jnp.ones((3, 2))}
+    )
+)
+case("log_evidence-samples-one-draw", ValueError, "at least 2")(
+    lambda: SCALED.log_evidence(
+        jax.random.key(0), 1.0, posterior_samples={"tau": jnp.ones(1)}
+    )
+)
 case("log_evidence-keys", ValueError, "`rng_key` must be one JAX PRNG key")(
     lambda: EVIDENCE.log_evidence(jax.random.split(jax.random.key(0), 2), 1.0)
 )

@@ -26,7 +26,7 @@ from numpyro.distributions.distribution import (
 from numpyro.handlers import seed, substitute, trace
 from numpyro.infer.initialization import init_to_uniform
 from numpyro.infer.mcmc import MCMCKernel
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import initialize_model, unconstrain_fn
 from numpyro.primitives import Messenger
 from numpyro.util import identity, is_prng_key
 
@@ -869,17 +869,25 @@ class ScorePosterior(MCMCKernel):
         rng_key,
         *model_args,
         num_particles=1024,
-        num_runs=8,
+        num_runs=None,
+        posterior_samples=None,
         **model_kwargs,
     ):
         """An estimate of ``log p(y)`` (the evidence) with its standard error.
 
-        Runs ``num_runs`` independent plain SMC sweeps of ``num_particles``
-        particles (the ``method="smc"`` sweep without a reference); each gives
-        an unbiased estimate of ``p(y)`` (Del Moral 2004), of the model under
-        the prior's law as defined above. Returns :data:`Evidence`. The
-        model's latent sites must all be score priors (the evidence of a
-        model with other latent sites needs them integrated as well).
+        Each run is a plain SMC sweep of ``num_particles`` particles (the
+        ``method="smc"`` sweep without a reference), which estimates without
+        bias (Del Moral 2004) the model's density of the data given its other
+        latent sites, under the prior's law as defined above, times their
+        prior density. When the score sites are the only latent sites, that
+        is ``p(y)`` itself; ``num_runs`` (default 8) runs are averaged.
+        Otherwise the other sites are integrated by importance sampling
+        (pseudo-marginal, still unbiased): each of ``num_runs`` (default 64)
+        runs draws their unconstrained values from a multivariate Student t
+        (5 degrees of freedom, covariance 1.5 times that of
+        ``posterior_samples``, e.g. ``mcmc.get_samples()``) and weighs its
+        sweep's estimate by the proposal's density. Returns :data:`Evidence`:
+        the log of the mean estimate and its standard error (delta method).
 
         Example:
             >>> import jax, jax.numpy as jnp
@@ -897,19 +905,22 @@ class ScorePosterior(MCMCKernel):
             (True, True)
         """
         num_particles = validation.positive_integer("num_particles", num_particles)
-        num_runs = validation.positive_integer("num_runs", num_runs)
-        if num_runs < 2:
-            raise ValueError(
-                f"`num_runs` must be at least 2 for a standard error (got {num_runs})."
-            )
+        if num_runs is not None:
+            num_runs = validation.positive_integer("num_runs", num_runs)
+            if num_runs < 2:
+                raise ValueError(
+                    f"`num_runs` must be at least 2 for a standard error (got {num_runs})."
+                )
         if not is_prng_key(rng_key):
             raise ValueError("`rng_key` must be one JAX PRNG key.")
-        if not validation.is_concrete((rng_key, model_args, model_kwargs)):
+        if not validation.is_concrete(
+            (rng_key, model_args, model_kwargs, posterior_samples)
+        ):
             raise ValueError(
                 "ScorePosterior.log_evidence returns Python floats: call it outside "
                 "jax.jit (its sweeps are compiled inside)."
             )
-        key_model, key_runs = random.split(rng_key)
+        key_model, key_runs, key_proposal = random.split(rng_key, 3)
         record, params_info, potential_fn_gen, _ = self._setup(
             key_model, model_args, model_kwargs
         )
@@ -921,23 +932,23 @@ class ScorePosterior(MCMCKernel):
             potential_fn_gen,
         )
         z = params_info[0]
+        proposal = None
         if reverse.others(z) is not None:
-            extra = sorted(set(z) - set(record))
-            raise ValueError(
-                "ScorePosterior.log_evidence: the model has latent sites other than "
-                f"its score priors ({', '.join(map(repr, extra))}); the evidence "
-                "integrates them too, which this estimate does not. Observe them, "
-                "or compare models conditionally on their values."
+            proposal = self._latent_proposal(
+                record, z, posterior_samples, model_args, model_kwargs
             )
+        num_runs = num_runs or (8 if proposal is None else 64)
         guidance, anneal = self._guidance, self._anneal_likelihood
         threshold = self._ess_threshold
 
         @jax.jit
-        def runs(keys, model_args, model_kwargs):
-            def one(key):
+        def runs(keys, others, model_args, model_kwargs):
+            def one(inputs):
+                key, theta = inputs
                 key_init, key_smc = random.split(key)
+                at = z if theta is None else reverse.with_others(z, theta)
                 evaluate, transition = reverse.feynman_kac(
-                    z, model_args, model_kwargs, guidance=guidance, anneal=anneal
+                    at, model_args, model_kwargs, guidance=guidance, anneal=anneal
                 )
                 _, _, info = smc.gaussian_path_smc(
                     key_smc,
@@ -949,10 +960,16 @@ class ScorePosterior(MCMCKernel):
                 )
                 return info.log_evidence, info.first_bad
 
-            return jax.lax.map(one, keys)
+            return jax.lax.map(one, (keys, others))
 
-        logs, bad = runs(random.split(key_runs, num_runs), model_args, model_kwargs)
-        logs, bad = np.asarray(logs, np.float64), np.asarray(bad)
+        others, log_q = None, 0.0
+        if proposal is not None:
+            others = proposal.sample(key_proposal, (num_runs,))
+            log_q = np.asarray(proposal.log_prob(others), np.float64)
+        logs, bad = runs(
+            random.split(key_runs, num_runs), others, model_args, model_kwargs
+        )
+        logs, bad = np.asarray(logs, np.float64) - log_q, np.asarray(bad)
         if np.any(bad >= 0):
             level = int(bad[bad >= 0][0])
             raise FloatingPointError(
@@ -966,6 +983,58 @@ class ScorePosterior(MCMCKernel):
         mean = w.mean()
         stderr = w.std(ddof=1) / np.sqrt(num_runs) / mean
         return Evidence(float(top + np.log(mean)), float(stderr), logs)
+
+    def _latent_proposal(self, record, z, posterior_samples, model_args, model_kwargs):
+        """The importance proposal of the other latent sites' unconstrained
+        values: a multivariate Student t fitted to ``posterior_samples``."""
+        names = sorted(set(z) - set(record))
+        if posterior_samples is None:
+            raise ValueError(
+                "ScorePosterior.log_evidence: the model has latent sites other than "
+                f"its score priors ({', '.join(map(repr, names))}); pass their "
+                "posterior draws, posterior_samples=mcmc.get_samples(), to integrate "
+                "them by importance sampling."
+            )
+        missing = [n for n in names if n not in posterior_samples]
+        if missing:
+            raise ValueError(
+                "ScorePosterior.log_evidence: `posterior_samples` lacks the latent "
+                f"sites {', '.join(map(repr, missing))}."
+            )
+        draws = {n: jnp.asarray(posterior_samples[n]) for n in names}
+        count = {int(v.shape[0]) if v.ndim else 0 for v in draws.values()}
+        if len(count) != 1 or min(count) < 2:
+            raise ValueError(
+                "ScorePosterior.log_evidence: `posterior_samples` must hold the same "
+                "number (at least 2) of draws of every site, along the first axis."
+            )
+        for n, v in draws.items():
+            if v.shape[1:] != jnp.shape(z[n]):
+                raise ValueError(
+                    f"ScorePosterior.log_evidence: the draws of '{n}' have shape "
+                    f"{v.shape[1:]} each, the site {jnp.shape(z[n])}."
+                )
+            if not bool(jnp.all(jnp.isfinite(v))):
+                raise ValueError(
+                    f"ScorePosterior.log_evidence: the draws of '{n}' are not all "
+                    "finite."
+                )
+        model = self._annealed_model({})
+        scores = {n: z[n] for n in record}
+
+        def unconstrained(one):
+            values = unconstrain_fn(
+                model, (0.0, *model_args), model_kwargs, {**scores, **one}
+            )
+            return ravel_pytree({n: values[n] for n in names})[0]
+
+        flat = np.asarray(jax.vmap(unconstrained)(draws), np.float64)
+        mean = flat.mean(0)
+        cov = np.atleast_2d(np.cov(flat, rowvar=False)) * 1.5
+        cov = cov + 1e-8 * np.eye(cov.shape[0]) * max(np.trace(cov), 1e-12)
+        return dist.MultivariateStudentT(
+            5.0, jnp.asarray(mean), jnp.linalg.cholesky(jnp.asarray(cov))
+        )
 
     # ------------------------------------------------------- annealed pass
     def _make_pass(self, record, sigmas, step_size, num_steps, latent_step):
