@@ -522,8 +522,8 @@ def test_bad_models_and_settings_are_refused():
 def test_a_diffusion_models_score_is_a_prior():
     """ScoreDistribution.from_sde: the exact time-conditional score of N(M, S)
     under the VP SDE, as the prior of the inpainting model; the posterior of
-    its discretised law (start N(0, sigma_1^2 I), sigma_1 = 152 here) in
-    closed form."""
+    its discretised law (from the kernel's Gaussian start, sigma_1 = 152
+    here) in closed form."""
     from numpyro_ebm.core.sde import vp_sde
 
     sde = vp_sde()
@@ -554,7 +554,9 @@ def test_a_diffusion_models_score_is_a_prior():
     draws = np.asarray(mcmc.get_samples(group_by_chain=True)["x"])
     top, bottom = float(prior.sigmas[0]), float(prior.sigmas[-1])
     levels = np.geomspace(top, bottom, 40)
-    m, c = discretised_gaussian_law(levels, np.zeros(2), top**2 * np.eye(2))
+    # the start law the kernel estimated from the score at the first level
+    start_mean, start_sd = (np.asarray(v) for v in kernel._reverse.starts[0])
+    m, c = discretised_gaussian_law(levels, start_mean, np.diag(start_sd**2))
     mean, cov, _ = gaussian_update(m, c)
     _check_gaussian(draws, mean, cov, min_ess=400)
 
@@ -631,7 +633,7 @@ def test_a_learned_score_prior_gives_the_quadrature_posterior(learned_mixture_sc
 def test_simulation_based_calibration_on_a_learned_prior(learned_mixture_score):
     """Simulation-based calibration (Talts et al. 2018) of the exact default
     on the learned prior: 400 replications of x from the learned model's own
-    law (reverse_diffusion over the kernel's 20 levels, the same start), y =
+    law (its start law, then reverse_diffusion over its 20 levels), y =
     x_0 + N(0, 0.5^2), one chain of 40 iterations each (7 dropped, every
     third kept: 11 draws); the rank of each coordinate of x among its draws is
     uniform on 0..11. Chi-square test on 4 bins at level 0.001 per coordinate.
@@ -648,11 +650,13 @@ def test_simulation_based_calibration_on_a_learned_prior(learned_mixture_score):
     )
     key_x, key_start, key_y, key_run = jax.random.split(jax.random.key(11), 4)
     levels = jnp.geomspace(float(sigmas[0]), float(sigmas[-1]), num_levels)
-    start = levels[0] * jax.random.normal(key_start, (replications, 2))
+    state = kernel.init(jax.random.split(key_run, replications), 0, model_args=(0.0,))
+    # the prior's law: the kernel's start at the first level, then the
+    # reverse diffusion over its levels
+    start_mean, start_sd = kernel._reverse.starts[0]
+    start = start_mean + start_sd * jax.random.normal(key_start, (replications, 2))
     truth = ne.reverse_diffusion(key_x, net, start, levels)
     y = truth[:, 0] + 0.5 * jax.random.normal(key_y, (replications,))
-    keys = jax.random.split(key_run, replications)
-    state = kernel.init(keys, 0, model_args=(0.0,))
 
     @jax.jit
     def run(state, y):

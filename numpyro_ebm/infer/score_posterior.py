@@ -181,6 +181,10 @@ class _ReversePath:
             )
         self.denoise = bool(self.priors[0].denoise)
         self.potential_fn_gen = potential_fn_gen
+        self.starts = tuple(
+            None if prior.init_dist is not None else _gaussian_start(prior, sigmas[0])
+            for prior in self.priors
+        )
 
     # the score sites as one flat vector
     def _parts(self, flat):
@@ -230,17 +234,19 @@ class _ReversePath:
     def initial(self, rng_key, n):
         """``n`` draws of the first level's law, ``(n, D)``."""
         parts = []
-        for prior, key, size in zip(
+        for prior, start, key, size in zip(
             self.priors,
+            self.starts,
             random.split(rng_key, len(self.priors)),
             self.sizes,
             strict=True,
         ):
             if prior.init_dist is not None:
-                draws = prior.init_dist.sample(key, (n,))
+                draws = prior.init_dist.sample(key, (n,)).reshape(n, size)
             else:
-                draws = self.levels[0] * random.normal(key, (n, *prior.event_shape))
-            parts.append(draws.reshape(n, size))
+                mean, sd = start
+                draws = mean + sd * random.normal(key, (n, size))
+            parts.append(draws)
         return jnp.concatenate(parts, -1)
 
     def final_value(self, x):
@@ -323,8 +329,10 @@ class ScorePosterior(MCMCKernel):
     **The prior's law.** A score ``s(x, sigma)`` fixes a law through the
     reverse diffusion it drives. Over ``num_levels`` geometric noise levels
     ``sigma_1 > ... > sigma_L`` spanning the prior's ``sigmas``, the path
-    starts at ``x_1 ~ init_dist`` (the prior's, by default
-    ``N(0, sigma_1^2 I)``) and steps down by ancestral sampling of the
+    starts at ``x_1 ~ init_dist`` (the prior's; by default the Gaussian with
+    the prior's mean and per-coordinate variance at ``sigma_1``, which the
+    score gives through Tweedie's formula, estimated once from draws of a
+    fixed key) and steps down by ancestral sampling of the
     variance-exploding diffusion (:func:`~numpyro_ebm.core.annealed.reverse_moments`),
 
         ``x_{k+1} ~ N(x_k + (sigma_k^2 - sigma_{k+1}^2) s(x_k, sigma_k),
@@ -333,10 +341,9 @@ class ScorePosterior(MCMCKernel):
     the prior's value is ``x_L``, or with the prior's ``denoise=True`` its
     Tweedie denoising ``x_L + sigma_L^2 s(x_L, sigma_L)``. This law ``p(x)``
     tends to the data law smoothed by ``N(0, sigma_L^2 I)`` as the levels
-    grow in number and the score becomes exact, provided the start law is the
-    data's at ``sigma_1`` (``N(0, sigma_1^2 I)`` is when ``sigma_1`` is far
-    larger than the data's spread: choose it so, or give ``init_dist``); it
-    is the law
+    grow in number and the score becomes exact, up to the start's error: the
+    law at ``sigma_1`` is near Gaussian when ``sigma_1`` is large against the
+    data's spread (or give the exact ``init_dist``); it is the law
     :func:`~numpyro_ebm.reverse_diffusion` draws.
 
     **The default, ``method="smc"``: exact.** Each iteration is a conditional
@@ -1188,6 +1195,38 @@ class ScorePosterior(MCMCKernel):
             RuntimeWarning,
             stacklevel=2,
         )
+
+
+def _gaussian_start(prior, sigma, num_draws=1024, num_iterations=8):
+    """The start law of a score site's reverse diffusion: the Gaussian with
+    the prior's mean and per-coordinate variance at the first level
+    ``sigma``, which the score gives through Tweedie's formula: for ``x`` of
+    that law, ``x0 = x + sigma^2 s(x, sigma)`` has the data's mean ``m`` and,
+    where the law at ``sigma`` is near Gaussian, per-coordinate variance
+    ``c^2 / (c + sigma^2)`` for the data's variance ``c``. Solved for ``m``
+    and ``c`` by a fixed-point iteration on ``num_draws`` draws of a fixed
+    key, so that the prior's law is a function of its score alone. Returns
+    the flat ``(mean, sd)`` of ``N(m, (sigma^2 + c) I)``; for data of spread
+    far below ``sigma`` it is ``N(0, sigma^2 I)``'s close neighbour."""
+    size = int(np.prod(prior.event_shape, dtype=int))
+    z = random.normal(random.key(0), (num_draws, size))
+    sigma = jnp.asarray(sigma, jnp.result_type(float))
+
+    @jax.jit
+    def update(carry, _):
+        mean, var = carry
+        x = mean + jnp.sqrt(sigma**2 + var) * z
+        scores = prior.score_fn(x.reshape(num_draws, *prior.event_shape), sigma)
+        denoised = x + sigma**2 * scores.reshape(num_draws, size)
+        spread = jnp.var(denoised, 0)
+        var = 0.5 * (spread + jnp.sqrt(spread**2 + 4 * spread * sigma**2))
+        return (jnp.mean(denoised, 0), var), None
+
+    start = (jnp.zeros(size), jnp.zeros(size))
+    (mean, var), _ = jax.lax.scan(update, start, None, length=num_iterations)
+    if not bool(jnp.all(jnp.isfinite(mean) & jnp.isfinite(var))):
+        return jnp.zeros(size), jnp.full(size, sigma)
+    return mean, jnp.sqrt(sigma**2 + var)
 
 
 def _check_observations(model, rng_key, init_strategy, model_args, model_kwargs):
