@@ -653,6 +653,27 @@ case("log_evidence-keys", ValueError, "`rng_key` must be one JAX PRNG key")(
 case("log_evidence-in-jit", ValueError, "call it outside jax.jit")(
     lambda: jax.jit(lambda y: EVIDENCE.log_evidence(jax.random.key(0), y).stderr)(1.0)
 )
+case("geometric_schedule-num_steps=0", ValueError, "`num_steps` must be a positive")(
+    lambda: ne.geometric_schedule(1.0, 0.1, 0)
+)
+case("geometric_schedule-end=inf", ValueError, "`end` must be positive and finite")(
+    lambda: ne.geometric_schedule(1.0, float("inf"), 10)
+)
+case("linear_schedule-start=nan", ValueError, "`start` must be finite")(
+    lambda: ne.linear_schedule(float("nan"), 1.0, 10)
+)
+case("linear_schedule-num_steps=2.5", TypeError, "`num_steps` must be an integer")(
+    lambda: ne.linear_schedule(0.0, 1.0, 2.5)
+)
+case("polynomial_schedule-offset=-1", ValueError, "`offset` must be positive")(
+    lambda: ne.polynomial_schedule(1.0, 0.6, offset=-1.0)
+)
+case("polynomial_schedule-exponent=nan", ValueError, "`exponent` must be non-neg")(
+    lambda: ne.polynomial_schedule(1.0, float("nan"))
+)
+case("score_from_energy-not-callable", ValueError, "`energy_fn` must be callable")(
+    lambda: ne.score_from_energy(3.0)
+)
 REVERSE_INIT = jnp.zeros((4, 2))
 case("reverse_diffusion-init-nan", ValueError, "`init` must be finite")(
     lambda: ne.reverse_diffusion(

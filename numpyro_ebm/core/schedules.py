@@ -5,7 +5,11 @@ last value is held after its end) or a callable of the iteration index. The
 helpers below build the common ones.
 """
 
+import math
+
 import jax.numpy as jnp
+
+from numpyro_ebm.core import validation
 
 __all__ = ["geometric_schedule", "linear_schedule", "polynomial_schedule", "evaluate"]
 
@@ -17,9 +21,12 @@ def geometric_schedule(start, end, num_steps):
         >>> geometric_schedule(0.1, 10.0, 3).tolist()
         [0.1..., 1.0..., 10.0...]
     """
-    if start <= 0 or end <= 0:
+    if validation.as_float("start", start) <= 0 or validation.as_float("end", end) <= 0:
         raise ValueError("geometric_schedule needs positive start and end values.")
-    return jnp.geomspace(start, end, int(num_steps))
+    validation.positive("start", start)
+    validation.positive("end", end)
+    num_steps = validation.positive_integer("num_steps", num_steps)
+    return jnp.geomspace(start, end, num_steps)
 
 
 def linear_schedule(start, end, num_steps):
@@ -29,7 +36,11 @@ def linear_schedule(start, end, num_steps):
         >>> linear_schedule(0.5, 1.0, 3).tolist()
         [0.5, 0.75, 1.0]
     """
-    return jnp.linspace(start, end, int(num_steps))
+    for name, value in (("start", start), ("end", end)):
+        if not math.isfinite(validation.as_float(name, value)):
+            raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    num_steps = validation.positive_integer("num_steps", num_steps)
+    return jnp.linspace(start, end, num_steps)
 
 
 def polynomial_schedule(scale, exponent, offset=1.0):
@@ -44,8 +55,12 @@ def polynomial_schedule(scale, exponent, offset=1.0):
         >>> round(float(sched(0)), 6)
         0.1
     """
-    if scale <= 0:
+    if validation.as_float("scale", scale) <= 0:
         raise ValueError("polynomial_schedule needs a positive scale.")
+    validation.positive("scale", scale)
+    validation.non_negative("exponent", exponent)
+    # i + offset must stay positive from i = 0: (0)^-exponent is infinite
+    validation.positive("offset", offset)
 
     def schedule(i):
         return scale * (jnp.asarray(i, jnp.result_type(float)) + offset) ** (-exponent)

@@ -193,11 +193,11 @@ def gaussian_path_smc(
         bad = jnp.where((bad < 0) & ~ok, k + 1, bad)
         log_w = log_w + log_g - increment
         carry = (new, new_aux, new_logpot, log_w, log_z + increment, bad)
-        return carry, (ess, again, new, idx)
+        return carry, (ess, again, (new, idx) if keep_paths else None)
 
     keys = random.split(rng_key, num_levels - 1)
     carry = (init, aux, logpot, log_w, log_z, bad)
-    carry, (ess, again, xs, ancestors) = jax.lax.scan(
+    carry, (ess, again, kept) = jax.lax.scan(
         level, carry, (keys, jnp.arange(num_levels - 1))
     )
     x, _, _, log_w, log_z, bad = carry
@@ -209,6 +209,7 @@ def gaussian_path_smc(
     )
     if not keep_paths:
         return x, log_w, info
+    xs, ancestors = kept
     levels = jnp.concatenate([init[None], xs])
     ancestors = jnp.concatenate([jnp.arange(n)[None], ancestors])
     return x, log_w, info, (levels, ancestors)

@@ -49,6 +49,11 @@ def score_from_energy(energy_fn):
         >>> s(jnp.ones((2, 3))).tolist()
         [[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]
     """
+    if not callable(energy_fn):
+        raise ValueError(
+            "`energy_fn` must be callable: a batched energy (n, d) -> (n,), got "
+            f"{type(energy_fn).__name__}."
+        )
 
     def score_fn(x, *args):
         return -jax.grad(lambda y: jnp.sum(energy_fn(y, *args)))(x)
