@@ -674,6 +674,16 @@ case("polynomial_schedule-exponent=nan", ValueError, "`exponent` must be non-neg
 case("score_from_energy-not-callable", ValueError, "`energy_fn` must be callable")(
     lambda: ne.score_from_energy(3.0)
 )
+for value in (-1.0, 0.0, float("nan")):
+    case(
+        f"denoising_score_matching_loss-sigma={value}",
+        ValueError,
+        "`sigma` must be positive and finite",
+    )(
+        lambda value=value: ne.denoising_score_matching_loss(
+            jax.random.key(0), lambda x: -x, jnp.ones((8, 2)), value
+        )
+    )
 REVERSE_INIT = jnp.zeros((4, 2))
 case("reverse_diffusion-init-nan", ValueError, "`init` must be finite")(
     lambda: ne.reverse_diffusion(

@@ -147,6 +147,10 @@ def denoising_score_matching_loss(rng_key, score_fn, x, sigma):
         Vincent (2011), *A connection between score matching and denoising
         autoencoders*, Neural Computation 23(7).
     """
+    if jnp.ndim(sigma) == 0:
+        # sigma <= 0 gave a finite, plausible loss (a negative one mirrors the
+        # noise) or an infinite one
+        validation.positive("sigma", sigma)
     eps = random.normal(rng_key, x.shape, x.dtype)
     noisy = x + sigma * eps
     return 0.5 * jnp.mean(_row_sum((score_fn(noisy) + eps / sigma) ** 2))
