@@ -13,6 +13,10 @@ from numpyro_ebm.core.schedules import (
     polynomial_schedule,
 )
 from numpyro_ebm.diagnostics import (
+    AISResult,
+    HeldOutLikelihood,
+    ais_log_likelihood,
+    ais_log_normalizer,
     grid_log_likelihood,
     importance_log_likelihood,
     kernel_stein_discrepancy,
@@ -85,6 +89,10 @@ __all__ = [
     "mmd",
     "grid_log_likelihood",
     "importance_log_likelihood",
+    "ais_log_normalizer",
+    "ais_log_likelihood",
+    "AISResult",
+    "HeldOutLikelihood",
     "ULA",
     "MALA",
     "MALT",

@@ -712,6 +712,85 @@ case("reverse_diffusion-in-jit-increasing", ValueError, "strictly decreasing")(
 )
 
 
+# ------------------------------------------------------------ AIS
+AIS_BASE = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
+
+
+def ais_energy(x):
+    return 0.5 * jnp.sum(x**2, -1)
+
+
+def ais(**kwargs):
+    kwargs.setdefault("num_levels", 5)
+    return ne.ais_log_normalizer(jax.random.key(0), ais_energy, AIS_BASE, **kwargs)
+
+
+for name, betas, match in (
+    ("short-of-one", jnp.linspace(0.0, 0.9, 6), "end at exactly 1"),
+    ("not-from-zero", jnp.linspace(0.1, 1.0, 6), "start at 0"),
+    ("not-increasing", jnp.array([0.0, 0.5, 0.4, 1.0]), "increase strictly"),
+    ("nan", jnp.array([0.0, jnp.nan, 1.0]), "must be finite"),
+    ("one-level", jnp.array([1.0]), "at least 2 inverse temperatures"),
+    ("2-d", jnp.zeros((2, 2)), "1-D schedule"),
+):
+    case(f"ais-betas-{name}", ValueError, match)(lambda b=betas: ais(betas=b))
+case("ais-betas-in-jit-short-of-one", ValueError, "end at exactly 1")(
+    lambda: jax.jit(lambda key: ais(betas=np.linspace(0.0, 0.9, 6)))(jax.random.key(0))
+)
+case("ais-num_levels-zero", ValueError, "`num_levels` must be a positive")(
+    lambda: ais(num_levels=0)
+)
+case("ais-num_particles-one", ValueError, "`num_particles` must be >= 2")(
+    lambda: ais(num_particles=1)
+)
+case("ais-num_mcmc_steps-zero", ValueError, "`num_mcmc_steps` must be a positive")(
+    lambda: ais(num_mcmc_steps=0)
+)
+for value in (0.0, -0.1, float("nan")):
+    case(f"ais-step_size={value}", ValueError, "`step_size` must be positive")(
+        lambda value=value: ais(step_size=value)
+    )
+case("ais-target_accept_prob-one", ValueError, "`target_accept_prob`")(
+    lambda: ais(target_accept_prob=1.0)
+)
+case("ais-energy-shape", ValueError, "energies of shape \\(n,\\)")(
+    lambda: ne.ais_log_normalizer(jax.random.key(0), lambda x: x, AIS_BASE)
+)
+case("ais-energy-not-callable", TypeError, "`energy_fn` must be callable")(
+    lambda: ne.ais_log_normalizer(jax.random.key(0), 3.0, AIS_BASE)
+)
+case("ais-base-batch-shape", ValueError, "`base_dist` must have an empty batch_shape")(
+    lambda: ne.ais_log_normalizer(
+        jax.random.key(0), ais_energy, dist.Normal(0.0, jnp.ones(2))
+    )
+)
+case("ais-base-not-a-distribution", TypeError, "`base_dist` must be a numpyro")(
+    lambda: ne.ais_log_normalizer(jax.random.key(0), ais_energy, "normal")
+)
+case("ais-reverse-without-init", ValueError, "pass `init`")(lambda: ais(reverse=True))
+case("ais-init-forward", ValueError, "`init` is for reverse=True only")(
+    lambda: ais(init=jnp.zeros((4, 2)))
+)
+case("ais-init-shape", ValueError, "`init` must have shape")(
+    lambda: ais(init=jnp.zeros((4, 3)), reverse=True)
+)
+case("ais-init-nan", ValueError, "`init` contains non-finite")(
+    lambda: ais(init=jnp.full((4, 2), jnp.nan), reverse=True)
+)
+case("ais-energy-nan", FloatingPointError, "NaN at level 1 ")(
+    lambda: ne.ais_log_normalizer(
+        jax.random.key(0), lambda x: jnp.sum(x, -1) * jnp.nan, AIS_BASE, num_levels=5
+    )
+)
+case("ais_log_likelihood-data-nan", ValueError, "`data` contains non-finite")(
+    lambda: ne.ais_log_likelihood(
+        jax.random.key(0), ais_energy, jnp.full((3, 2), jnp.nan), AIS_BASE
+    )
+)
+case("ais_log_likelihood-data-shape", ValueError, "`data` must have shape")(
+    lambda: ne.ais_log_likelihood(jax.random.key(0), ais_energy, jnp.ones(2), AIS_BASE)
+)
+
 # ------------------------------------------------------------ distributed
 ROWS = np.arange(12).reshape(6, 2)
 case(

@@ -1,6 +1,7 @@
 """Functional core: pure JAX transitions with NamedTuple states (no NumPyro)."""
 
 from numpyro_ebm.core import (
+    ais,
     batches,
     chains,
     kinetic,
@@ -31,6 +32,7 @@ from numpyro_ebm.core.schedules import (
 )
 
 __all__ = [
+    "ais",
     "batches",
     "batch_indices",
     "chains",

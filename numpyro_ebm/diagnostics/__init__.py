@@ -2,9 +2,17 @@
 
 :mod:`~numpyro_ebm.diagnostics.sample_quality` scores samples (kernel Stein
 discrepancy, MMD); :mod:`~numpyro_ebm.diagnostics.likelihood` estimates
-log-likelihoods (on a grid, by importance sampling).
+log-likelihoods (on a grid, by importance sampling);
+:mod:`~numpyro_ebm.diagnostics.ais` the normalising constants of energies
+(annealed importance sampling).
 """
 
+from numpyro_ebm.diagnostics.ais import (
+    AISResult,
+    HeldOutLikelihood,
+    ais_log_likelihood,
+    ais_log_normalizer,
+)
 from numpyro_ebm.diagnostics.likelihood import (
     grid_log_likelihood,
     importance_log_likelihood,
@@ -16,4 +24,8 @@ __all__ = [
     "mmd",
     "grid_log_likelihood",
     "importance_log_likelihood",
+    "ais_log_normalizer",
+    "ais_log_likelihood",
+    "AISResult",
+    "HeldOutLikelihood",
 ]
