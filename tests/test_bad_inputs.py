@@ -19,6 +19,7 @@ from flax import nnx
 from numpyro.infer import MCMC
 
 import numpyro_ebm as ne
+from numpyro_ebm.core.sde import vp_sde
 
 CASES = []
 
@@ -711,6 +712,44 @@ case("reverse_diffusion-in-jit-increasing", ValueError, "strictly decreasing")(
     )(REVERSE_INIT)
 )
 
+
+# ------------------------------------------------------------ conv nets
+def conv_net(kind="score", **kwargs):
+    kwargs.setdefault("features", 8)
+    if kind == "diffusion":
+        return ne.nn.DiffusionScoreConvNet(
+            (8, 8, 1), vp_sde(), rngs=nnx.Rngs(0), **kwargs
+        )
+    cls = ne.nn.ScoreConvNet if kind == "score" else ne.nn.EnergyConvNet
+    return cls((8, 8, 1), rngs=nnx.Rngs(0), **kwargs)
+
+
+for kind, extra in (("score", (0.5,)), ("diffusion", (0.5,)), ("energy", ())):
+    case(
+        f"{kind}-conv-net-flat-images",
+        ValueError,
+        r"batch of images of shape \(n, 8, 8, 1\)",
+    )(lambda kind=kind, extra=extra: conv_net(kind)(jnp.ones((4, 64)), *extra))
+    case(f"{kind}-conv-net-three-channels", ValueError, "1 channel\\), got shape")(
+        lambda kind=kind, extra=extra: conv_net(kind)(jnp.ones((4, 8, 8, 3)), *extra)
+    )
+    case(f"{kind}-conv-net-in-jit-one-image", ValueError, "batch of images")(
+        lambda kind=kind, extra=extra: jax.jit(lambda x: conv_net(kind)(x, *extra))(
+            jnp.ones((8, 8, 1))
+        )
+    )
+case("conv-net-image-shape-2d", ValueError, "`image_shape` must be \\(height, width")(
+    lambda: ne.nn.ScoreConvNet((8, 8), rngs=nnx.Rngs(0))
+)
+case("conv-net-groups", ValueError, "must be divisible by the number of groups")(
+    lambda: conv_net(features=12)
+)
+case("conv-net-features-zero", ValueError, "`features` must be positive")(
+    lambda: conv_net(features=0)
+)
+case("diffusion-conv-net-no-sde", TypeError, "`sde` must be a forward SDE")(
+    lambda: ne.nn.DiffusionScoreConvNet((8, 8, 1), 0.5, rngs=nnx.Rngs(0))
+)
 
 # ------------------------------------------------------------ AIS
 AIS_BASE = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
