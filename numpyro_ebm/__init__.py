@@ -14,9 +14,11 @@ from numpyro_ebm.core.schedules import (
 )
 from numpyro_ebm.diagnostics import (
     AISResult,
+    DiffusionELBO,
     HeldOutLikelihood,
     ais_log_likelihood,
     ais_log_normalizer,
+    diffusion_elbo,
     grid_log_likelihood,
     importance_log_likelihood,
     kernel_stein_discrepancy,
@@ -93,6 +95,8 @@ __all__ = [
     "ais_log_likelihood",
     "AISResult",
     "HeldOutLikelihood",
+    "diffusion_elbo",
+    "DiffusionELBO",
     "ULA",
     "MALA",
     "MALT",

@@ -830,6 +830,56 @@ case("ais_log_likelihood-data-shape", ValueError, "`data` must have shape")(
     lambda: ne.ais_log_likelihood(jax.random.key(0), ais_energy, jnp.ones(2), AIS_BASE)
 )
 
+# ------------------------------------------------------------ likelihood bound
+LEVELS = jnp.array([[0, 3, 16, 7]] * 4)
+
+
+def elbo(data=LEVELS, **kwargs):
+    kwargs.setdefault("num_levels", 17)
+    return ne.diffusion_elbo(
+        jax.random.key(0), lambda x, t: -x, vp_sde(), data, num_samples=2, **kwargs
+    )
+
+
+case("diffusion_elbo-non-integer-levels", ValueError, "must hold integer grey levels")(
+    lambda: elbo(LEVELS + 0.5)
+)
+case("diffusion_elbo-level-too-high", ValueError, "levels 0..16; it holds 17")(
+    lambda: elbo(LEVELS + 1)
+)
+case("diffusion_elbo-one-level", ValueError, "`num_levels` must be at least 2")(
+    lambda: elbo(jnp.zeros((4, 4)), num_levels=1)
+)
+case("diffusion_elbo-eps-zero", ValueError, "`eps`")(lambda: elbo(eps=0.0))
+case("diffusion_elbo-continuous-nan", ValueError, "`data` contains non-finite")(
+    lambda: elbo(jnp.full((4, 4), jnp.nan), num_levels=None)
+)
+case(
+    "diffusion_elbo-one-row",
+    ValueError,
+    "`data` must have shape \\(n, \\*event_shape\\)",
+)(lambda: elbo(jnp.zeros(4), num_levels=None))
+case("diffusion_elbo-nan-score", FloatingPointError, "the score is not finite")(
+    lambda: ne.diffusion_elbo(
+        jax.random.key(0), lambda x, t: x * jnp.nan, vp_sde(), LEVELS, num_levels=17
+    )
+)
+case("diffusion_elbo-no-sde", TypeError, "`sde` must be a forward SDE")(
+    lambda: ne.diffusion_elbo(jax.random.key(0), lambda x, t: -x, 0.5, LEVELS)
+)
+case("diffusion_elbo-in-jit-non-integer", ValueError, "must hold integer grey levels")(
+    lambda: jax.jit(lambda key: elbo(np.asarray(LEVELS) + 0.5))(jax.random.key(0))
+)
+case("DiffusionScoreMatching-weighting", ValueError, "`weighting` must be 'variance'")(
+    lambda: ne.DiffusionScoreMatching(vp_sde(), weighting="uniform")
+)
+case("ScoreMatching-ema_decay-one", ValueError, "`ema_decay`")(
+    lambda: ne.ScoreMatching(energy_net(), optax.adam(1e-3), ema_decay=1.0)
+)
+case("EBM-ema_decay-negative", ValueError, "`ema_decay`")(
+    lambda: ne.EBM(energy_net(), optax.adam(1e-3), ema_decay=-0.5)
+)
+
 # ------------------------------------------------------------ distributed
 ROWS = np.arange(12).reshape(6, 2)
 case(

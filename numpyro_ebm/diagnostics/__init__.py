@@ -4,7 +4,8 @@
 discrepancy, MMD); :mod:`~numpyro_ebm.diagnostics.likelihood` estimates
 log-likelihoods (on a grid, by importance sampling);
 :mod:`~numpyro_ebm.diagnostics.ais` the normalising constants of energies
-(annealed importance sampling).
+(annealed importance sampling); :mod:`~numpyro_ebm.diagnostics.diffusion`
+the likelihood bound of a diffusion model.
 """
 
 from numpyro_ebm.diagnostics.ais import (
@@ -13,6 +14,7 @@ from numpyro_ebm.diagnostics.ais import (
     ais_log_likelihood,
     ais_log_normalizer,
 )
+from numpyro_ebm.diagnostics.diffusion import DiffusionELBO, diffusion_elbo
 from numpyro_ebm.diagnostics.likelihood import (
     grid_log_likelihood,
     importance_log_likelihood,
@@ -28,4 +30,6 @@ __all__ = [
     "ais_log_likelihood",
     "AISResult",
     "HeldOutLikelihood",
+    "diffusion_elbo",
+    "DiffusionELBO",
 ]

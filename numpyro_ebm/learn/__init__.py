@@ -30,9 +30,17 @@ from numpyro_ebm.learn.score_matching import (
     score_from_energy,
     sliced_score_matching_loss,
 )
-from numpyro_ebm.learn.training import RunResult, TrainResult, TrainState
+from numpyro_ebm.learn.training import (
+    RunResult,
+    TrainResult,
+    TrainState,
+    ema_params,
+    ema_weights,
+)
 
 __all__ = [
+    "ema_weights",
+    "ema_params",
     "PGD",
     "IPLA",
     "SOUL",

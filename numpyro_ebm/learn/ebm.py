@@ -464,6 +464,9 @@ class EBM(training.Learner):
             them near zero. ``history["energy_scale"]`` (the root mean square
             energy of each step) shows the drift, and a run whose energy scale
             grows a hundredfold past 1e4 warns.
+        ema_decay: keep an exponential moving average of the weights (see
+            :class:`ScoreMatching`); the result's ``params`` and ``module`` are
+            the average.
 
     Example:
         >>> import jax, optax
@@ -488,8 +491,16 @@ class EBM(training.Learner):
 
     description = "EBM"
 
-    def __init__(self, energy_net, optimizer, method=None, energy_regularization=0.0):
-        super().__init__(energy_net, optimizer)
+    def __init__(
+        self,
+        energy_net,
+        optimizer,
+        method=None,
+        energy_regularization=0.0,
+        *,
+        ema_decay=None,
+    ):
+        super().__init__(energy_net, optimizer, ema_decay)
         self.method = TemperedPCD() if method is None else method
         if not isinstance(self.method, NegativeSampler):
             raise ValueError(

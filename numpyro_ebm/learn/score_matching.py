@@ -186,16 +186,56 @@ def annealed_denoising_score_matching_loss(rng_key, score_fn, x, sigmas):
     return 0.5 * jnp.mean(_row_sum((per_row * score_fn(noisy, sigma) + eps) ** 2))
 
 
-def diffusion_score_matching_loss(rng_key, score_fn, x, sde, eps=1e-5):
+def log_snr_range(sde, eps):
+    """``gamma = log(std^2 / mean^2)``, the log inverse signal-to-noise ratio,
+    at ``t = eps`` and ``t = 1``.
+
+    Example:
+        >>> from numpyro_ebm.core.sde import vp_sde
+        >>> [round(float(g), 2) for g in log_snr_range(vp_sde(), 1e-5)]
+        [-13.81, 10.05]
+    """
+    lo = 2.0 * jnp.log(sde.noise_level(jnp.asarray(eps, jnp.result_type(float))))
+    hi = 2.0 * jnp.log(sde.noise_level(jnp.asarray(1.0, jnp.result_type(float))))
+    return lo, hi
+
+
+def _likelihood_times(rng_key, n, sde, eps, dtype):
+    """``n`` times uniform in the log inverse SNR over ``[eps, 1]``,
+    stratified over the batch (one uniform shifted by ``i / n``), and the
+    width of that range."""
+    lo, hi = log_snr_range(sde, eps)
+    u = jnp.mod(
+        random.uniform(rng_key, (), dtype) + jnp.arange(n, dtype=dtype) / n, 1.0
+    )
+    gamma = lo + (hi - lo) * u
+    t = jnp.clip(sde.noise_time(jnp.exp(0.5 * gamma)), eps, 1.0).astype(dtype)
+    return t, (hi - lo).astype(dtype)
+
+
+def diffusion_score_matching_loss(
+    rng_key, score_fn, x, sde, eps=1e-5, weighting="variance"
+):
     """Continuous-time denoising score matching for a time-conditional
     ``score_fn(x_t, t)`` under the forward ``sde`` (a
     :class:`~numpyro_ebm.core.sde.SDE`).
 
-    Each point gets a time ``t ~ U(eps, 1)`` and is noised by the SDE's
-    closed-form marginal, ``x_t = mean(t) x + std(t) z``; the loss at ``t``
-    is weighted by ``lambda(t) = std(t)^2``, the weighting of Song et al.
-    (2021), so the objective is ``E |std(t) s(x_t, t) + z|^2 / 2``. Its
-    minimiser is the score of the law of ``x_t`` at every ``t``.
+    Each point gets a time ``t`` in ``[eps, 1]`` and is noised by the SDE's
+    closed-form marginal, ``x_t = mean(t) x + std(t) z``.
+
+    - ``weighting="variance"``: ``t ~ U(eps, 1)`` and the loss at ``t`` is
+      weighted by ``lambda(t) = std(t)^2`` (Song et al. 2021): the objective
+      is ``E |std(t) s(x_t, t) + z|^2 / 2``.
+    - ``weighting="likelihood"``: the weight is ``g(t)^2`` (Song, Durkan,
+      Murray & Ermon 2021), which makes the loss the diffusion term of a bound
+      on the negative log-likelihood (:func:`~numpyro_ebm.diffusion_elbo`), in
+      nats per point. Its variance is reduced by importance sampling ``t``
+      uniformly in the log inverse signal-to-noise ratio ``gamma(t) =
+      log(std^2 / mean^2)``, stratified over the batch: the loss is then
+      ``(gamma(1) - gamma(eps)) E |std(t) s(x_t, t) + z|^2 / 2`` (Kingma et
+      al. 2021's continuous-time loss).
+
+    Either minimiser is the score of the law of ``x_t`` at every ``t``.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -214,11 +254,18 @@ def diffusion_score_matching_loss(rng_key, score_fn, x, sde, eps=1e-5):
         equations*, ICLR.
     """
     key_time, key_noise = random.split(rng_key)
-    t = random.uniform(key_time, x.shape[:1], x.dtype, eps, 1.0)
+    if weighting == "likelihood":
+        t, width = _likelihood_times(key_time, x.shape[0], sde, eps, x.dtype)
+    elif weighting == "variance":
+        t, width = random.uniform(key_time, x.shape[:1], x.dtype, eps, 1.0), 1.0
+    else:
+        raise ValueError(
+            f"`weighting` must be 'variance' or 'likelihood', got {weighting!r}."
+        )
     noisy, z = sde.perturb(key_noise, x, t)
     _, std = sde.marginal(t)
     per_row = std.reshape((-1,) + (1,) * (x.ndim - 1))
-    return 0.5 * jnp.mean(_row_sum((per_row * score_fn(noisy, t) + z) ** 2))
+    return 0.5 * width * jnp.mean(_row_sum((per_row * score_fn(noisy, t) + z) ** 2))
 
 
 # --------------------------------------------------------------- objectives
@@ -336,6 +383,11 @@ class DiffusionScoreMatching:
         sde: the forward diffusion.
         eps: the smallest training time (the marginal's ``std`` vanishes at
             ``t = 0``).
+        weighting: ``"variance"`` (Song et al. 2021's ``std(t)^2``) or
+            ``"likelihood"`` (``g(t)^2`` with importance-sampled times: the
+            loss is then a term of the likelihood bound
+            :func:`~numpyro_ebm.diffusion_elbo`, in nats per point); see
+            :func:`diffusion_score_matching_loss`.
 
     Example:
         >>> from numpyro_ebm.core.sde import vp_sde
@@ -350,21 +402,31 @@ class DiffusionScoreMatching:
 
     conditional = True
 
-    def __init__(self, sde, eps=1e-5):
+    def __init__(self, sde, eps=1e-5, weighting="variance"):
         if not all(hasattr(sde, name) for name in ("marginal", "perturb")):
             raise TypeError(
                 "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
                 f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
             )
         eps = float(validation.probability("eps", eps))
+        if weighting not in ("variance", "likelihood"):
+            raise ValueError(
+                f"`weighting` must be 'variance' or 'likelihood', got {weighting!r}."
+            )
         self.sde = sde
         self.eps = float(eps)
+        self.weighting = weighting
 
     def __repr__(self):
-        return f"DiffusionScoreMatching(sde={self.sde.name}, eps={self.eps})"
+        return (
+            f"DiffusionScoreMatching(sde={self.sde.name}, eps={self.eps}, "
+            f"weighting={self.weighting!r})"
+        )
 
     def loss(self, rng_key, score_fn, x):
-        return diffusion_score_matching_loss(rng_key, score_fn, x, self.sde, self.eps)
+        return diffusion_score_matching_loss(
+            rng_key, score_fn, x, self.sde, self.eps, self.weighting
+        )
 
 
 # ------------------------------------------------------------------ trainer
@@ -380,8 +442,12 @@ class ScoreMatching(training.Learner):
         net: the network to train.
         optimizer: an Optax gradient transformation (e.g. ``optax.adam(1e-3)``,
             chained with ``optax.clip_by_global_norm`` if wanted).
-        objective: :class:`ExactScoreMatching`, :class:`SlicedScoreMatching` or
-            :class:`DenoisingScoreMatching`.
+        objective: :class:`ExactScoreMatching`, :class:`SlicedScoreMatching`,
+            :class:`DenoisingScoreMatching` or :class:`DiffusionScoreMatching`.
+        ema_decay: keep an exponential moving average of the weights with
+            this decay (e.g. 0.999; an Optax transformation chained after
+            ``optimizer``): the result's ``params`` and ``module`` are then the
+            average, ``result.state`` still the raw weights to go on from.
 
     Example:
         >>> import jax, optax
@@ -402,8 +468,8 @@ class ScoreMatching(training.Learner):
 
     description = "score matching"
 
-    def __init__(self, net, optimizer, objective=None):
-        super().__init__(net, optimizer)
+    def __init__(self, net, optimizer, objective=None, *, ema_decay=None):
+        super().__init__(net, optimizer, ema_decay)
         self.objective = SlicedScoreMatching() if objective is None else objective
         if not hasattr(self.objective, "loss"):
             raise TypeError(

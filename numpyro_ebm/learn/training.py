@@ -39,6 +39,9 @@ from numpyro_ebm.learn.checkpoints import (
 from numpyro_ebm.learn.host_data import Blocks, HostBlock, HostRows
 
 __all__ = [
+    "EMAState",
+    "ema_weights",
+    "ema_params",
     "TrainState",
     "RunResult",
     "TrainResult",
@@ -556,6 +559,68 @@ def sample_batch(rng_key, data, batch_size, mesh=None):
     return data[batch_indices(rng_key, data.shape[0], batch_size)]
 
 
+class EMAState(NamedTuple):
+    """State of :func:`ema_weights`: the number of updates, the decay and the
+    running average of the parameters (not yet debiased)."""
+
+    count: jax.Array
+    decay: jax.Array
+    ema: object
+
+
+def ema_weights(decay) -> optax.GradientTransformation:
+    """An Optax transformation that passes the updates through unchanged and
+    keeps an exponential moving average of the parameters they lead to.
+
+    Chain it last (``optax.chain(optax.adam(1e-3), ema_weights(0.999))``);
+    :func:`ema_params` reads the debiased average from the optimiser state.
+    Learners do this for you with ``ema_decay=``.
+
+    Example:
+        >>> import jax.numpy as jnp, optax
+        >>> opt = optax.chain(optax.sgd(1.0), ema_weights(0.5))
+        >>> params = jnp.zeros(())
+        >>> state = opt.init(params)
+        >>> for _ in range(2):
+        ...     updates, state = opt.update(-jnp.ones(()), state, params)
+        ...     params = optax.apply_updates(params, updates)
+        >>> float(params), round(float(ema_params(state)), 4)  # (0.25 + 0.5 * 2) / 0.75
+        (2.0, 1.6667)
+    """
+    decay = float(validation.probability("ema_decay", decay))
+
+    def init(params):
+        return EMAState(
+            jnp.zeros((), jnp.int32),
+            jnp.asarray(decay, jnp.float32),
+            jax.tree.map(jnp.zeros_like, params),
+        )
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("ema_weights needs the parameters in `update`.")
+        new = optax.apply_updates(params, updates)
+        ema = optax.tree.update_moment(new, state.ema, decay, 1)
+        return updates, EMAState(state.count + 1, state.decay, ema)
+
+    return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state):
+    """The debiased moving average kept by :func:`ema_weights` in
+    ``opt_state`` (found anywhere in a chain)."""
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda s: isinstance(s, EMAState))
+        if isinstance(s, EMAState)
+    ]
+    if not found:
+        raise ValueError("the optimiser state holds no ema_weights average.")
+    state = found[-1]
+    correction = 1.0 - state.decay**state.count
+    return jax.tree.map(lambda leaf: leaf / correction.astype(leaf.dtype), state.ema)
+
+
 class Learner:
     """Base of the learners: a network, an Optax optimiser and one pure step.
 
@@ -566,7 +631,7 @@ class Learner:
 
     description = "train"
 
-    def __init__(self, net, optimizer):
+    def __init__(self, net, optimizer, ema_decay=None):
         self.apply, self.init_params, self.rebuild = split_network(net)
         # what the network computes, for checkpoint fingerprints: its graph
         # (modules and their settings) or, for a function, its code
@@ -577,6 +642,10 @@ class Learner:
         )
         if not isinstance(optimizer, optax.GradientTransformation):
             raise ValueError("`optimizer` must be an optax.GradientTransformation.")
+        self.ema_decay = None
+        if ema_decay is not None:
+            self.ema_decay = float(validation.probability("ema_decay", ema_decay))
+            optimizer = optax.chain(optimizer, ema_weights(self.ema_decay))
         self.optimizer = optimizer
         # compiled training loops and their steps, reused by later runs
         self._compiled, self._steps = {}, {}
@@ -740,9 +809,10 @@ class Learner:
         )
         del history["_finite"]
         self._warn_about(history)
-        return TrainResult(
-            state.params, state, history, module=self.rebuild(state.params)
-        )
+        # with ema_decay, the estimate is the moving average of the weights;
+        # training goes on from the raw ones in `state`
+        params = state.params if self.ema_decay is None else ema_params(state.opt_state)
+        return TrainResult(params, state, history, module=self.rebuild(params))
 
     def _describe(self):
         """The learner and its configuration, for checkpoint fingerprints."""
