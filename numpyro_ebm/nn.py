@@ -291,6 +291,84 @@ class MLPDecoder(nnx.Module):
 
 
 # ------------------------------------------------------------ convolutional
+_NHWC = jax.lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+
+
+def _conv(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation=None,
+    rhs_dilation=None,
+    dimension_numbers=None,
+    feature_group_count=1,
+    precision=None,
+    **kwargs,
+):
+    """:func:`jax.lax.conv_general_dilated`, computed on CPU as one matrix
+    product of the input's shifted views (stride 1, no dilation, NHWC).
+
+    XLA's CPU backend runs the weight gradient of a convolution about 50 times
+    slower inside a loop than outside one (jax-ml/jax#12868), and every
+    training run of the package is one compiled loop; as a matrix product the
+    same convolution, value and gradients, runs at full speed in the loop.
+    Elsewhere (GPU, TPU, strided or dilated convolutions) this is the XLA
+    convolution itself.
+    """
+    dilated = any(d != 1 for d in (lhs_dilation or ())) or any(
+        d != 1 for d in (rhs_dilation or ())
+    )
+    if (
+        jax.default_backend() != "cpu"
+        or jnp.ndim(lhs) != 4
+        or any(s != 1 for s in window_strides)
+        or dilated
+        or feature_group_count != 1
+        or dimension_numbers != _NHWC
+        or kwargs.get("out_sharding") is not None
+        or kwargs.get("preferred_element_type") is not None
+    ):
+        return jax.lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+            **kwargs,
+        )
+    kh, kw, cin, cout = rhs.shape
+    if padding == "SAME":
+        pads = (((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2))
+    elif padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        pads = tuple(tuple(p) for p in padding)
+    x = jnp.pad(lhs, ((0, 0), *pads, (0, 0)))
+    height = x.shape[1] - kh + 1
+    width = x.shape[2] - kw + 1
+    patches = jnp.concatenate(
+        [x[:, i : i + height, j : j + width, :] for i in range(kh) for j in range(kw)],
+        axis=-1,
+    )
+    return jnp.matmul(patches, rhs.reshape(kh * kw * cin, cout), precision=precision)
+
+
+def _conv_layer(in_features, out_features, size, *, rngs, **kwargs):
+    return nnx.Conv(
+        in_features,
+        out_features,
+        (size, size),
+        conv_general_dilated=_conv,
+        rngs=rngs,
+        **kwargs,
+    )
+
+
 def _check_image_shape(image_shape):
     shape = tuple(int(v) for v in image_shape)
     if len(shape) != 3 or min(shape) < 1:
@@ -344,11 +422,11 @@ class _ResidualBlock(nnx.Module):
 
     def __init__(self, features, embedding, groups, *, rngs):
         self.norm1 = nnx.GroupNorm(features, groups, rngs=rngs)
-        self.conv1 = nnx.Conv(features, features, (3, 3), rngs=rngs)
+        self.conv1 = _conv_layer(features, features, 3, rngs=rngs)
         self.project = nnx.Linear(embedding, features, rngs=rngs) if embedding else None
         self.norm2 = nnx.GroupNorm(features, groups, rngs=rngs)
-        self.conv2 = nnx.Conv(
-            features, features, (3, 3), kernel_init=nnx.initializers.zeros, rngs=rngs
+        self.conv2 = _conv_layer(
+            features, features, 3, kernel_init=nnx.initializers.zeros, rngs=rngs
         )
 
     def __call__(self, h, emb):
@@ -383,11 +461,11 @@ class _ConvTrunk(nnx.Module):
         )
         in_features = channels * (1 + 2 * len(fourier_exponents))
         groups = _groups(features, num_groups)
-        self.conv_in = nnx.Conv(in_features, features, (3, 3), rngs=rngs)
+        self.conv_in = _conv_layer(in_features, features, 3, rngs=rngs)
         self.downsample = bool(downsample)
         if self.downsample:
             self.high_in = _ResidualBlock(features, embedding, groups, rngs=rngs)
-            self.join = nnx.Conv(2 * features, features, (1, 1), rngs=rngs)
+            self.join = _conv_layer(2 * features, features, 1, rngs=rngs)
             self.high_out = _ResidualBlock(features, embedding, groups, rngs=rngs)
         self.blocks = nnx.List(
             [
@@ -499,10 +577,10 @@ class ScoreConvNet(nnx.Module):
             downsample,
             rngs=rngs,
         )
-        self.conv_out = nnx.Conv(
+        self.conv_out = _conv_layer(
             features,
             self.image_shape[-1],
-            (3, 3),
+            3,
             kernel_init=nnx.initializers.zeros,
             rngs=rngs,
         )

@@ -124,3 +124,38 @@ def test_energy_net_learns_the_gaussian_score():
     got = -jax.grad(lambda y: jnp.sum(model(y)))(x)
     err = relative_error(got, exact)
     assert err < 0.15, err  # untrained: 100%
+
+
+@pytest.mark.parametrize(
+    "size, padding",
+    [(3, "SAME"), (1, "SAME"), (2, "SAME"), (3, "VALID"), (3, ((2, 0), (1, 1)))],
+)
+def test_convolution_by_shifted_views_is_the_xla_convolution(size, padding):
+    # on CPU the networks' convolutions are matrix products of shifted views
+    # (XLA's convolution gradient is slow inside the training loop); value and
+    # gradients must be those of jax.lax.conv_general_dilated
+    from numpyro_ebm.nn import _NHWC, _conv
+
+    x = jax.random.normal(jax.random.key(0), (3, 7, 6, 4))
+    w = jax.random.normal(jax.random.key(1), (size, size, 4, 5))
+
+    def ours(x, w):
+        return _conv(x, w, (1, 1), padding, dimension_numbers=_NHWC)
+
+    def xla(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (1, 1), padding, dimension_numbers=_NHWC
+        )
+
+    np.testing.assert_allclose(ours(x, w), xla(x, w), rtol=1e-5, atol=1e-5)
+    for argnum in (0, 1):
+        np.testing.assert_allclose(
+            jax.grad(lambda *a: jnp.sum(jnp.sin(ours(*a))), argnum)(x, w),
+            jax.grad(lambda *a: jnp.sum(jnp.sin(xla(*a))), argnum)(x, w),
+            rtol=1e-4,
+            atol=1e-4,
+        )
+    # the matrix-product form holds no convolution
+    assert "conv_general_dilated" not in str(
+        jax.make_jaxpr(jax.grad(lambda w: jnp.sum(ours(x, w))))(w)
+    )
