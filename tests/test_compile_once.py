@@ -152,3 +152,40 @@ def test_a_changed_configuration_or_data_dependent_support_is_not_served_stale()
     wide = estimator.run(jax.random.key(0), 50, 3.0 * y, progress_bar=False)
     z = np.asarray(wide.particles["z"])
     assert z.max() > 2.0 and z.max() < 6.0
+
+
+class _Scale(nnx.Module):
+    """A score ``-x / v`` (data ``N(0, v I)``) with ``v`` a parameter."""
+
+    def __init__(self, v):
+        self.v = nnx.Param(jnp.asarray(v))
+
+    def __call__(self, x, t=None):
+        return -x / self.v[...]
+
+
+def test_likelihood_estimators_compile_once_and_read_current_parameters():
+    from numpyro_ebm.core.sde import ve_sde
+
+    sde = ve_sde(0.01, 5.0)
+    net = _Scale(1.0)
+    x = jax.random.normal(jax.random.key(0), (64, 2))
+
+    def bound():
+        return ne.diffusion_elbo(jax.random.key(1), net, sde, x, num_samples=4)
+
+    first, _ = compiles(bound)
+    again, count = compiles(bound)
+    assert count == 0, count
+    net.v[...] = jnp.asarray(4.0)  # no stale constant: the new score is used
+    changed, count = compiles(bound)
+    assert count == 0 and float(changed.diffusion) != float(first.diffusion)
+
+    base = dist.Normal(jnp.zeros(2), 2.0).to_event(1)
+    # a plain function is the same function only when it is the same object
+    fn = lambda y: 0.5 * jnp.sum(y**2, -1)  # noqa: E731
+    compiles(lambda: ne.ais_log_normalizer(jax.random.key(2), fn, base, num_levels=10))
+    _, count = compiles(
+        lambda: ne.ais_log_normalizer(jax.random.key(3), fn, base, num_levels=10)
+    )
+    assert count == 0, count

@@ -13,7 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLES = {
     "quickstart.py": ["--num-warmup", "50", "--num-samples", "50", "--num-chains", "2"],
-    "ebm_toy2d.py": ["--num-steps", "50", "--num-data", "1000", "--hidden", "16"],
+    # the default negative sampler (tempered chains) is tested in test_ebm;
+    # here the script's plumbing, with the cheaper persistent chains
+    "ebm_toy2d.py": [
+        "--num-steps",
+        "50",
+        "--num-data",
+        "1000",
+        "--hidden",
+        "16",
+        "--method",
+        "pcd",
+    ],
     "score_ncsn_toy.py": [
         "--num-steps",
         "50",

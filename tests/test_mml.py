@@ -315,10 +315,10 @@ def test_learnable_energy_prior_is_trained_correctly_by_pgd_and_svi():
     mle = {"mu": float(y.mean()), "s": float(np.sqrt(np.var(np.asarray(y)) - 1.0))}
     model = _energy_prior_model(contrastive=True)
     result = ne.PGD(model, step_size=0.02, num_particles=10).run(
-        jax.random.key(0), 3000, y, progress_bar=False
+        jax.random.key(0), 2000, y, progress_bar=False
     )
     for name in ("mu", "s"):
-        trace = np.asarray(result.history["params"][name])[1000:]
+        trace = np.asarray(result.history["params"][name])[700:]
         assert abs(trace.mean() - mle[name]) < 0.1, (name, trace.mean(), mle[name])
     # the same model by NumPyro's SVI (a Gaussian guide is exact here)
     svi = SVI(model, AutoNormal(model), optax.adam(0.02), Trace_ELBO())

@@ -19,12 +19,12 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from flax import nnx
 from jax import Array
 
 from numpyro_ebm.core import ais as core_ais
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
+from numpyro_ebm.diagnostics.compiled import as_pure
 
 __all__ = ["AISResult", "HeldOutLikelihood", "ais_log_normalizer", "ais_log_likelihood"]
 
@@ -71,47 +71,6 @@ class HeldOutLikelihood(NamedTuple):
     stderr: Array
     log_likelihoods: Array
     normalizer: AISResult
-
-
-class _ModuleEnergy:
-    """A Flax NNX energy split into a hashable graph and its state, so that a
-    compiled pass takes the parameters as an argument."""
-
-    def __init__(self, graphdef):
-        self.graphdef = graphdef
-
-    def __hash__(self):
-        return hash(self.graphdef)
-
-    def __eq__(self, other):
-        return isinstance(other, _ModuleEnergy) and self.graphdef == other.graphdef
-
-    def __call__(self, state, x):
-        return nnx.merge(self.graphdef, state)(x)
-
-
-class _FunctionEnergy:
-    """A plain energy function, hashed by identity: the same function reuses
-    its compiled pass."""
-
-    def __init__(self, fn):
-        self.fn = fn
-
-    def __hash__(self):
-        return hash(id(self.fn))
-
-    def __eq__(self, other):
-        return isinstance(other, _FunctionEnergy) and self.fn is other.fn
-
-    def __call__(self, state, x):
-        return self.fn(x)
-
-
-def _as_pure(energy_fn):
-    if isinstance(energy_fn, nnx.Module):
-        graphdef, state = nnx.split(energy_fn)
-        return _ModuleEnergy(graphdef), state
-    return _FunctionEnergy(energy_fn), None
 
 
 def _check_base(base_dist):
@@ -362,7 +321,7 @@ def ais_log_normalizer(
     # the moves are preconditioned by the base's spread, so the pilot's first
     # step is in whitened units
     step_size = 0.1 if tune else validation.positive("step_size", step_size)
-    apply, params = _as_pure(energy_fn)
+    apply, params = as_pure(energy_fn)
     positions, info, steps = _pass(
         apply,
         params,

@@ -8,6 +8,7 @@ the levels. For discrete data this is the likelihood that counts: the
 probability of the grey levels themselves, in bits per dimension.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.diagnostics.compiled import as_pure
 from numpyro_ebm.learn.score_matching import log_snr_range
 
 __all__ = ["DiffusionELBO", "diffusion_elbo"]
@@ -63,6 +65,77 @@ def _check_levels(data, num_levels):
                 f"levels 0..{num_levels - 1}; it holds {first}."
             )
     return num_levels
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("apply", "sde", "num_levels", "num_samples", "batch_size"),
+)
+def _bound(
+    apply,
+    params,
+    sde,
+    rng_key,
+    x_all,
+    levels,
+    eps,
+    *,
+    num_levels,
+    num_samples,
+    batch_size,
+):
+    """Each point's bound and its three terms: one compiled program per score
+    function, SDE and shapes."""
+    event_shape = x_all.shape[1:]
+    lo, hi = log_snr_range(sde, eps)
+    width = (hi - lo).astype(x_all.dtype)
+    mean0, std0 = sde.marginal(jnp.asarray(eps, x_all.dtype))
+    mean1, std1 = sde.marginal(jnp.asarray(1.0, x_all.dtype))
+    sigma0 = std0 / mean0
+    prior_var = jnp.asarray(sde.prior_std, x_all.dtype) ** 2
+    grid = (
+        jnp.linspace(-1.0, 1.0, num_levels, dtype=x_all.dtype)
+        if num_levels is not None
+        else None
+    )
+    axes = tuple(range(1, 1 + len(event_shape)))
+
+    def one(inputs):
+        x, k, key = inputs
+        key_u, key_z, key_0 = random.split(key, 3)
+        u = (random.uniform(key_u, (), x.dtype) + jnp.arange(num_samples)) / num_samples
+        gamma = lo + (hi - lo) * u
+        t = jnp.clip(sde.noise_time(jnp.exp(0.5 * gamma)), eps, 1.0).astype(x.dtype)
+        xs = jnp.broadcast_to(x, (num_samples, *event_shape))
+        mean, std = sde.marginal(t)
+        z = random.normal(key_z, xs.shape, x.dtype)
+        shape = (-1,) + (1,) * len(event_shape)
+        noisy = mean.reshape(shape) * xs + std.reshape(shape) * z
+        out = std.reshape(shape) * apply(params, noisy, t) + z
+        diffusion = 0.5 * width * jnp.mean(jnp.sum(out**2, axis=axes))
+        # the decoder at t = eps
+        x0 = x + sigma0 * random.normal(key_0, (num_samples, *event_shape), x.dtype)
+        if grid is None:
+            log_px = -0.5 * ((x - x0) / sigma0) ** 2 - jnp.log(
+                math.sqrt(2 * math.pi) * sigma0
+            )
+        else:
+            logits = -0.5 * ((x0[..., None] - grid) / sigma0) ** 2
+            log_probs = jax.nn.log_softmax(logits, axis=-1)
+            idx = jnp.broadcast_to(k.astype(jnp.int32), x0.shape)[..., None]
+            log_px = jnp.take_along_axis(log_probs, idx, axis=-1)[..., 0]
+        reconstruction = jnp.mean(jnp.sum(log_px, axis=axes))
+        # KL(N(mean1 x, std1^2) || N(0, prior_var)), per dimension, summed
+        kl = 0.5 * jnp.sum(
+            (std1**2 + (mean1 * x) ** 2) / prior_var
+            - 1.0
+            - jnp.log(std1**2 / prior_var)
+        )
+        return reconstruction, diffusion, kl
+
+    keys = random.split(rng_key, x_all.shape[0])
+    recon, diff, kl = jax.lax.map(one, (x_all, levels, keys), batch_size=batch_size)
+    return recon - diff - kl, recon, diff, kl
 
 
 def diffusion_elbo(
@@ -169,57 +242,20 @@ def diffusion_elbo(
             raise ValueError("`data` contains non-finite values.")
         valid = jnp.all(jnp.isfinite(data))
         x_all, levels = data, data
-    event_shape = x_all.shape[1:]
-    num_dims = math.prod(event_shape)
-    lo, hi = log_snr_range(sde, eps)
-    width = (hi - lo).astype(x_all.dtype)
-    mean0, std0 = sde.marginal(jnp.asarray(eps, x_all.dtype))
-    mean1, std1 = sde.marginal(jnp.asarray(1.0, x_all.dtype))
-    sigma0 = std0 / mean0
-    prior_var = jnp.asarray(sde.prior_std, x_all.dtype) ** 2
-    grid = (
-        jnp.linspace(-1.0, 1.0, num_levels, dtype=x_all.dtype)
-        if num_levels is not None
-        else None
+    apply, params = as_pure(score_fn)
+    per_point, recon, diff, kl = _bound(
+        apply,
+        params,
+        sde,
+        rng_key,
+        x_all,
+        levels,
+        jnp.asarray(eps, x_all.dtype),
+        num_levels=num_levels,
+        num_samples=num_samples,
+        batch_size=batch_size,
     )
-    axes = tuple(range(1, 1 + len(event_shape)))
-
-    def one(inputs):
-        x, k, key = inputs
-        key_u, key_z, key_0 = random.split(key, 3)
-        u = (random.uniform(key_u, (), x.dtype) + jnp.arange(num_samples)) / num_samples
-        gamma = lo + (hi - lo) * u
-        t = jnp.clip(sde.noise_time(jnp.exp(0.5 * gamma)), eps, 1.0).astype(x.dtype)
-        xs = jnp.broadcast_to(x, (num_samples, *event_shape))
-        mean, std = sde.marginal(t)
-        z = random.normal(key_z, xs.shape, x.dtype)
-        shape = (-1,) + (1,) * len(event_shape)
-        noisy = mean.reshape(shape) * xs + std.reshape(shape) * z
-        out = std.reshape(shape) * score_fn(noisy, t) + z
-        diffusion = 0.5 * width * jnp.mean(jnp.sum(out**2, axis=axes))
-        # the decoder at t = eps
-        x0 = x + sigma0 * random.normal(key_0, (num_samples, *event_shape), x.dtype)
-        if grid is None:
-            log_px = -0.5 * ((x - x0) / sigma0) ** 2 - jnp.log(
-                math.sqrt(2 * math.pi) * sigma0
-            )
-        else:
-            logits = -0.5 * ((x0[..., None] - grid) / sigma0) ** 2
-            log_probs = jax.nn.log_softmax(logits, axis=-1)
-            idx = jnp.broadcast_to(k.astype(jnp.int32), x0.shape)[..., None]
-            log_px = jnp.take_along_axis(log_probs, idx, axis=-1)[..., 0]
-        reconstruction = jnp.mean(jnp.sum(log_px, axis=axes))
-        # KL(N(mean1 x, std1^2) || N(0, prior_var)), per dimension, summed
-        kl = 0.5 * jnp.sum(
-            (std1**2 + (mean1 * x) ** 2) / prior_var
-            - 1.0
-            - jnp.log(std1**2 / prior_var)
-        )
-        return reconstruction, diffusion, kl
-
-    keys = random.split(rng_key, x_all.shape[0])
-    recon, diff, kl = jax.lax.map(one, (x_all, levels, keys), batch_size=batch_size)
-    per_point = recon - diff - kl
+    num_dims = math.prod(x_all.shape[1:])
     n = per_point.shape[0]
     mean_ll = jnp.mean(per_point)
     stderr = jnp.std(per_point) / math.sqrt(n) if n > 1 else jnp.zeros((), dtype)
