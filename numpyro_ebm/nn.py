@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from numpyro_ebm.core.sde import check_sde
+
 __all__ = [
     "EnergyMLP",
     "ScoreMLP",
@@ -173,11 +175,7 @@ class DiffusionScoreMLP(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ):
-        if not hasattr(sde, "marginal"):
-            raise TypeError(
-                "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
-                f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
-            )
+        check_sde(sde)
         if int(num_frequencies) < 1:
             raise ValueError(
                 f"`num_frequencies` must be a positive integer, got {num_frequencies}."
@@ -647,11 +645,7 @@ class DiffusionScoreConvNet(ScoreConvNet):
         *,
         rngs: nnx.Rngs,
     ):
-        if not hasattr(sde, "marginal"):
-            raise TypeError(
-                "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
-                f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
-            )
+        check_sde(sde)
         super().__init__(
             image_shape,
             features,

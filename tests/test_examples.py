@@ -13,8 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 EXAMPLES = {
     "quickstart.py": ["--num-warmup", "50", "--num-samples", "50", "--num-chains", "2"],
-    # the default negative sampler (tempered chains) is tested in test_ebm;
-    # here the script's plumbing, with the cheaper persistent chains
     "ebm_toy2d.py": [
         "--num-steps",
         "50",
@@ -22,8 +20,6 @@ EXAMPLES = {
         "1000",
         "--hidden",
         "16",
-        "--method",
-        "pcd",
     ],
     "score_ncsn_toy.py": [
         "--num-steps",
@@ -117,7 +113,14 @@ SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 # priors, SVI with an energy prior, importance-sampled likelihoods, diffusion
 # priors under ScorePosterior) are tested in test_mml, test_marginal and
 # test_score_posterior.
-SLOW_EXAMPLES = {"latent_ebm_prior.py", "score_prior_digits.py", "vae_digits.py"}
+SLOW_EXAMPLES = {
+    "latent_ebm_prior.py",
+    "score_prior_digits.py",
+    "vae_digits.py",
+    # its parts (EBM training with each sampler, the grid likelihood, the
+    # density plots) are tested in test_ebm, test_diagnostics and test_plots
+    "ebm_toy2d.py",
+}
 
 
 # scripts in one interpreter, one after the other (each import of JAX,

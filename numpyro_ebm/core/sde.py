@@ -295,6 +295,21 @@ def _check_time(t, dt=None):
         raise ValueError(f"`dt` must be in (0, t) = (0, {t}), got {float(dt)}.")
 
 
+def check_sde(sde):
+    """Refuse anything but a forward SDE of this module, naming it.
+
+    Example:
+        >>> check_sde(vp_sde()).name
+        'vp'
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(
+            "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
+            f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
+        )
+    return sde
+
+
 def check_batch_and_score(score_fn, x):
     """``x`` as an array of shape ``(n, ...)``, after checking that
     ``score_fn(x, t)`` (``t`` of shape ``(n,)``) returns scores of its shape."""

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.sde import check_sde
 from numpyro_ebm.diagnostics.compiled import as_pure
 from numpyro_ebm.learn.score_matching import log_snr_range
 
@@ -211,11 +212,7 @@ def diffusion_elbo(
         NeurIPS. Song, Durkan, Murray & Ermon (2021), *Maximum likelihood
         training of score-based diffusion models*, NeurIPS.
     """
-    if not all(hasattr(sde, name) for name in ("marginal", "noise_time")):
-        raise TypeError(
-            "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
-            f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
-        )
+    check_sde(sde)
     if not callable(score_fn):
         raise TypeError(f"`score_fn` must be callable, got {type(score_fn).__name__}.")
     if num_levels is not None:

@@ -16,6 +16,7 @@ from jax import random
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import check_sigmas
+from numpyro_ebm.core.sde import check_sde
 from numpyro_ebm.learn import training
 
 __all__ = [
@@ -403,11 +404,7 @@ class DiffusionScoreMatching:
     conditional = True
 
     def __init__(self, sde, eps=1e-5, weighting="variance"):
-        if not all(hasattr(sde, name) for name in ("marginal", "perturb")):
-            raise TypeError(
-                "`sde` must be a forward SDE of numpyro_ebm.core.sde (ve_sde(), "
-                f"vp_sde(), subvp_sde()), got {type(sde).__name__}."
-            )
+        check_sde(sde)
         eps = float(validation.probability("eps", eps))
         if weighting not in ("variance", "likelihood"):
             raise ValueError(
