@@ -6,7 +6,6 @@ likelihood-weighted loss and scored by its bound on the grey levels."""
 import math
 
 import numpy as np
-import pytest
 
 import jax
 import jax.numpy as jnp
