@@ -879,6 +879,11 @@ case("ScoreMatching-ema_decay-one", ValueError, "`ema_decay`")(
 case("EBM-ema_decay-negative", ValueError, "`ema_decay`")(
     lambda: ne.EBM(energy_net(), optax.adam(1e-3), ema_decay=-0.5)
 )
+case("ema_params-no-update", ValueError, "has seen no update yet")(
+    lambda: ne.learn.ema_params(
+        optax.chain(optax.sgd(1.0), ne.learn.ema_weights(0.9)).init(jnp.zeros(2))
+    )
+)
 
 # ------------------------------------------------------------ distributed
 ROWS = np.arange(12).reshape(6, 2)

@@ -617,6 +617,11 @@ def ema_params(opt_state):
     if not found:
         raise ValueError("the optimiser state holds no ema_weights average.")
     state = found[-1]
+    if validation.is_concrete(state.count) and int(state.count) == 0:
+        raise ValueError(
+            "ema_params: the moving average has seen no update yet (count 0); "
+            "it is defined after the first optimiser step."
+        )
     correction = 1.0 - state.decay**state.count
     return jax.tree.map(lambda leaf: leaf / correction.astype(leaf.dtype), state.ema)
 
