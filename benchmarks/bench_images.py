@@ -18,6 +18,15 @@ Rows:
 - linear autoregressive: each pixel's level by multinomial logistic
   regression on the earlier pixels' levels (raster order; scikit-learn,
   inverse regularisation chosen on validation): exact;
+- latent-variable models of ``examples/digits_model.py`` (a Binomial(16)
+  decoder per pixel, so exact on the levels up to the importance sampling):
+  VAEs by NumPyro's SVI (``examples/vae_digits.py``) and the generator
+  learned by SOUL (``examples/latent_ebm_prior.py``), each with a Gaussian
+  and a latent EBM prior; the EBM prior's ``log Z`` by AIS
+  (``ne.ais_log_normalizer``, with the importance-sampled one beside it);
+- a convolutional EBM on dequantised pixels, trained by persistent
+  contrastive divergence, its ``log Z`` by AIS from ``N(0, I)``: a bound
+  through the dequantisation, up to the AIS estimate (marked ``bound*``);
 - diffusion models, VP SDE, trained with the likelihood-weighted loss
   (``DiffusionScoreMatching(weighting="likelihood")``), an exponential moving
   average of the weights, and scored by ``ne.diffusion_elbo`` with the
@@ -45,7 +54,9 @@ from flax import nnx
 import numpyro_ebm as ne
 from numpyro_ebm.core.sde import vp_sde
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples"))  # the latent models' rows
 
 K = 17  # grey levels
 D = 64  # pixels
@@ -217,6 +228,121 @@ def score_diffusion(model, val, test, num_samples, seed=2):
         num_samples=num_samples,
     )
     return -np.asarray(r.log_likelihoods), choices[eps][1], r
+
+
+# ------------------------------------------------------------ latent models
+def _example_args(extra):
+    """The examples' command-line defaults, as a namespace."""
+    from digits_model import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    args.no_progress_bar = True
+    for name, value in extra.items():
+        setattr(args, name, value)
+    return args
+
+
+def latent_log_z(model, params, args):
+    """log Z of a trained latent EBM prior ``exp(-E(z)) N(z; 0, I)``: by AIS,
+    and by importance sampling from its base (100,000 draws)."""
+    from numpyro.handlers import seed, substitute, trace
+
+    tr = trace(seed(substitute(model, data=params), jax.random.key(0))).get_trace(
+        jnp.zeros((1, D)), contrastive=False
+    )
+    prior = tr["z"]["fn"].base_dist  # the EnergyDistribution, inside the plate
+    base = prior.base_dist
+
+    def energy(z):  # -log of the unnormalised density exp(-E(z)) N(z; 0, I)
+        return prior.energy_fn(z) - base.log_prob(z)
+
+    ais = ne.ais_log_normalizer(
+        jax.random.key(11),
+        energy,
+        base,
+        num_particles=args.ais_particles,
+        num_levels=min(args.ais_levels, 200),
+    )
+    is_log_z, is_se = prior.log_normalizer(jax.random.key(12), 100_000)
+    note = (
+        f"log Z by AIS {float(ais.log_normalizer):.3f} ± {float(ais.stderr):.3f} "
+        f"(importance sampling {float(is_log_z):.3f} ± {float(is_se):.3f})"
+    )
+    return ais.log_normalizer, note
+
+
+def vae_rows(test, bench):
+    """VAEs by SVI with the Gaussian and the latent EBM prior."""
+    import vae_digits
+
+    quick = bench.quick
+    args = _example_args(
+        dict(
+            num_steps=500 if quick else 6000,
+            eval_every=250 if quick else 500,
+            num_is_samples=100 if quick else 1000,
+        )
+    )
+    x = jnp.asarray(test, jnp.float32)
+    counts = vae_digits.load_counts()
+    for prior in ("gaussian", "ebm"):
+        model, guide, params, _, _, seconds = vae_digits.train(
+            args, prior, counts[:1000], counts[1000:1350]
+        )
+        log_z, note = (
+            (None, "") if prior == "gaussian" else latent_log_z(model, params, bench)
+        )
+        nats = vae_digits.negative_log_likelihood(
+            model, guide, params, x, args.num_is_samples, log_z
+        )
+        row(
+            f"VAE (SVI), {'Gaussian' if prior == 'gaussian' else 'latent EBM'} prior",
+            nats,
+            "bound*",
+            seconds,
+            f"{args.num_steps} steps, early stopping; {args.num_is_samples} "
+            f"importance samples" + (f"; {note}" if note else ""),
+        )
+
+
+def soul_rows(test, bench):
+    """The same generator learned by SOUL (maximum marginal likelihood)."""
+    import latent_ebm_prior
+
+    quick = bench.quick
+    args = _example_args(
+        dict(
+            num_steps=300 if quick else 3000,
+            posterior_steps=20,
+            posterior_step_size=0.005,
+            adjusted=False,
+            num_eval_particles=16,
+            num_eval_steps=30 if quick else 300,
+            num_is_samples=100 if quick else 1000,
+        )
+    )
+    counts = latent_ebm_prior.load_counts()
+    x = jnp.asarray(test, jnp.float32)
+    for prior in ("gaussian", "ebm"):
+        model = latent_ebm_prior.make_generator(args, prior)
+        result, seconds = latent_ebm_prior.train(args, model, counts[:1000])
+        params = result.state.params
+        log_z, note = (
+            (None, "") if prior == "gaussian" else latent_log_z(model, params, bench)
+        )
+        nats = latent_ebm_prior.test_nll(
+            args, model, params, x, None if log_z is None else {"z": log_z}
+        )
+        row(
+            f"generator by SOUL, {'Gaussian' if prior == 'gaussian' else 'latent EBM'} prior",
+            nats,
+            "bound*",
+            seconds,
+            f"{args.num_steps} iterations; {args.num_is_samples} importance "
+            f"samples" + (f"; {note}" if note else ""),
+        )
 
 
 # ------------------------------------------------------------ EBM by AIS
@@ -436,6 +562,9 @@ def main(args):
     nats, note = linear_autoregressive(train, val, test)
     ar = row("linear autoregressive", nats, "exact", time.perf_counter() - start, note)
 
+    if not args.skip_latent:
+        vae_rows(test, args)
+        soul_rows(test, args)
     steps = args.steps
     if not args.skip_ebm:
         nats, seconds, note = ebm_row(train, val, test, args.ebm_steps, args)
@@ -473,6 +602,32 @@ def main(args):
         f"{steps} steps, {args.features} features, {args.blocks} blocks; decoder at "
         f"sigma = {frac} x spacing",
     )
+    # the probability-flow likelihood's cost per image, for comparison with the
+    # bound's (Hutchinson's estimator, one probe; the solver's default tolerances)
+    from numpyro_ebm.core.ode import ode_log_likelihood
+
+    images = jnp.asarray(2.0 * test[:64].reshape(-1, 8, 8, 1) / (K - 1) - 1.0)
+
+    def flow():
+        ll = ode_log_likelihood(
+            result.module,
+            SDE,
+            images,
+            trace_estimator="hutchinson",
+            rng_key=jax.random.key(5),
+        )
+        return jax.block_until_ready(ll)
+
+    from timing import timed
+
+    _, first, compile_s = timed(flow)
+    _, again, _ = timed(flow)
+    print(
+        f"\nThe probability-flow likelihood of the convolutional model "
+        f"(ode_log_likelihood, Hutchinson, 1 probe, Tsit5 at tolerance 1e-5): "
+        f"{1000 * again / images.shape[0]:.0f} ms per image on 64 test images "
+        f"(first call {first:.1f} s, of which compilation {compile_s:.1f} s)."
+    )
     print(
         f"\nConvolutional model's terms (nats/image): reconstruction "
         f"{float(r.reconstruction):.2f}, diffusion {float(r.diffusion):.2f}, prior "
@@ -490,6 +645,7 @@ if __name__ == "__main__":
     parser.add_argument("--fourier", action="store_true")
     parser.add_argument("--ebm-steps", type=int, default=None)
     parser.add_argument("--skip-ebm", action="store_true")
+    parser.add_argument("--skip-latent", action="store_true")
     parser.add_argument("--cost", action="store_true", help="only the cost tables")
     parser.add_argument("--ais-particles", type=int, default=None)
     parser.add_argument("--ais-levels", type=int, default=None)

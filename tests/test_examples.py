@@ -70,11 +70,23 @@ EXAMPLES = {
         "--num-is-samples",
         "5",
     ],
-    "score_prior_digits.py": [
+    "score_prior_mnist.py": [
         "--num-steps",
-        "20",
-        "--hidden",
-        "16",
+        "5",
+        "--batch-size",
+        "4",
+        "--features",
+        "8",
+        "--blocks",
+        "1",
+        "--num-train",
+        "50",
+        "--num-test",
+        "8",
+        "--num-elbo-samples",
+        "1",
+        "--sample-steps",
+        "3",
         "--num-images",
         "1",
         "--num-samples",
@@ -115,7 +127,7 @@ SMOKE_ENV = {**os.environ, "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 # test_score_posterior.
 SLOW_EXAMPLES = {
     "latent_ebm_prior.py",
-    "score_prior_digits.py",
+    "score_prior_mnist.py",
     "vae_digits.py",
     # its parts (EBM training with each sampler, the grid likelihood, the
     # density plots) are tested in test_ebm, test_diagnostics and test_plots
