@@ -26,7 +26,7 @@ first 400 train, the next 50 validate and the last 50 test: 4,000, 500 and
 Figures (``--out``): ``score_prior_mnist_samples.png`` and
 ``score_prior_mnist_inpainting.png``.
 
-    python examples/score_prior_mnist.py --num-steps 6000
+    python examples/score_prior_mnist.py
 """
 
 import argparse
@@ -199,7 +199,7 @@ def main():
     parser.add_argument(
         "--num-steps",
         type=int,
-        default=6000,
+        default=4000,
         help="training steps (default %(default)s)",
     )
     parser.add_argument(
@@ -263,19 +263,19 @@ def main():
     parser.add_argument(
         "--num-images",
         type=int,
-        default=4,
+        default=3,
         help="images inpainted (default %(default)s)",
     )
     parser.add_argument(
         "--num-samples",
         type=int,
-        default=40,
+        default=20,
         help="posterior draws per inpainted image (default %(default)s)",
     )
     parser.add_argument(
         "--num-levels",
         type=int,
-        default=100,
+        default=50,
         help="levels of the prior's reverse diffusion (default %(default)s)",
     )
     parser.add_argument(
