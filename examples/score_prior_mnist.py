@@ -80,7 +80,7 @@ def categorical_baseline(train, val, test):
     return nll(best, test)
 
 
-def train_model(args, x_train):
+def network(args):
     sde = vp_sde()
     net = ne.nn.DiffusionScoreConvNet(
         SHAPE,
@@ -89,6 +89,33 @@ def train_model(args, x_train):
         num_blocks=args.blocks,
         rngs=nnx.Rngs(args.seed),
     )
+    return sde, net
+
+
+def save(model, path):
+    """The network's weights, as the leaves of its NNX state."""
+    leaves = jax.tree.leaves(nnx.state(model))
+    np.savez(path, *[np.asarray(leaf) for leaf in leaves])
+
+
+def load(args, path):
+    """A network built from ``args`` with the weights saved at ``path``."""
+    sde, net = network(args)
+    graphdef, state = nnx.split(net)
+    leaves, treedef = jax.tree.flatten(state)
+    saved = np.load(path)
+    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    shapes = [np.shape(v) for v in values]
+    if shapes != [np.shape(leaf) for leaf in leaves]:
+        raise ValueError(
+            f"{path} holds a network of another shape: give the --features and "
+            "--blocks it was trained with."
+        )
+    return sde, nnx.merge(graphdef, jax.tree.unflatten(treedef, values))
+
+
+def train_model(args, x_train):
+    sde, net = network(args)
     steps = args.num_steps
     optimizer = optax.chain(
         optax.clip_by_global_norm(1.0),
@@ -290,6 +317,13 @@ def main():
         default=0.05,
         help="observation noise, pixel units 0..1 (default %(default)s)",
     )
+    parser.add_argument(
+        "--save", help="write the trained network's weights to this .npz file"
+    )
+    parser.add_argument(
+        "--load",
+        help="a .npz file of --save: use its network instead of training one",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--out", default=".", help="directory for the figures")
     parser.add_argument(
@@ -305,8 +339,15 @@ def main():
     test = levels[by_digit[:, 450:].T.ravel()][: args.num_test]
 
     base = categorical_baseline(train, val, test)
-    sde, model, seconds = train_model(args, to_unit(train))
-    print(f"trained {args.num_steps} steps in {seconds:.0f} s")
+    if args.load:
+        sde, model = load(args, args.load)
+        print(f"loaded the network from {args.load}")
+    else:
+        sde, model, seconds = train_model(args, to_unit(train))
+        print(f"trained {args.num_steps} steps in {seconds:.0f} s")
+        if args.save:
+            save(model, args.save)
+            print(f"saved the network to {args.save}")
     nats, frac = held_out_bits(args, model, sde, val, test)
     for name, values, kind in (
         ("independent categorical per pixel", base, "exact"),
