@@ -448,6 +448,23 @@ def test_collapsing_weights_are_named():
         mcmc.run(jax.random.key(3), 40.0)
 
 
+def test_collapsing_weights_are_named_in_a_short_run():
+    """No warm-up and 10 draws: the warning comes 10 draws into sampling (it
+    once waited for 100, so short runs that kept repeating one draw, as in
+    MNIST inpainting, finished without a word)."""
+    kernel = ne.ScorePosterior(
+        inpainting,
+        num_particles=2,
+        num_levels=10,
+        guidance=False,
+        anneal_likelihood=False,
+        ess_threshold=0.0,
+    )
+    mcmc = MCMC(kernel, num_warmup=0, num_samples=10, progress_bar=False)
+    with pytest.warns(RuntimeWarning, match=r"collapse at noise level \d+ of 10"):
+        mcmc.run(jax.random.key(3), 40.0)
+
+
 def test_samplers_that_need_a_density_name_the_site():
     y = jnp.asarray(Y)
     for run in (

@@ -742,8 +742,10 @@ class ScorePosterior(MCMCKernel):
             return
         i = jnp.ravel(state.i)[0]
         since = i - self._num_warmup
-        milestone = ((i == self._num_warmup) & (self._num_warmup >= 20)) | (
-            (since == 100) | (since == 1000)
+        # the end of a warm-up of 5 sweeps or more, and 10, 100 and 1000 draws
+        # into sampling: a short run is checked too
+        milestone = ((i == self._num_warmup) & (self._num_warmup >= 5)) | (
+            (since == 10) | (since == 100) | (since == 1000)
         )
         jax.lax.cond(
             milestone,
