@@ -115,12 +115,18 @@ def toy_model(y):
 def test_mml_estimators_checkpoint_and_resume(tmp_path):
     ckpt = str(tmp_path / "mml")
     y = jnp.linspace(-1.0, 2.0, 20)
-    run = lambda n, **kw: ne.PGD(toy_model, num_particles=4).run(
-        jax.random.key(0), n, y, progress_bar=False, **kw
-    )
+
+    def run(n, estimator=None, **kw):
+        if estimator is None:
+            estimator = ne.PGD(toy_model, num_particles=4)
+        return estimator.run(jax.random.key(0), n, y, progress_bar=False, **kw)
+
     run(100, checkpoint_dir=ckpt, checkpoint_every=50)
-    longer = run(200, checkpoint_dir=ckpt, checkpoint_every=50)
-    plain = run(200)
+    # a new estimator resumes (as a restarted process would); the plain run
+    # of the same length then reuses its compiled loop
+    resumer = ne.PGD(toy_model, num_particles=4)
+    longer = run(200, resumer, checkpoint_dir=ckpt, checkpoint_every=50)
+    plain = run(200, resumer)
     _assert_same(plain.state, longer.state)
     np.testing.assert_array_equal(
         plain.history["params"]["theta"], longer.history["params"]["theta"]

@@ -87,7 +87,6 @@ def train(net, objective, num_steps=600, batch_size=64):
 X0 = gaussian_images(jax.random.key(2), 512)
 
 
-@pytest.mark.optimized
 def test_time_conditional_net_learns_the_gaussian_score():
     net = ne.nn.DiffusionScoreConvNet(
         (H, W, C), SDE, features=8, num_blocks=2, rngs=nnx.Rngs(0)

@@ -1,5 +1,7 @@
 """The functional core on its own: exact formulas and invariance of the target."""
 
+import functools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -109,11 +111,11 @@ def test_ula_does_not_leave_target_invariant():
     assert np.any(np.abs(np.diag(np.cov(x.T)) - np.diag(cov)) > 5 * se)
 
 
-@pytest.mark.optimized
-@pytest.mark.parametrize("s, h", [(2.0, 1.0), (1.0, 0.5), (0.5, 0.2)])
-def test_ula_stationary_variance_closed_form_core(s, h):
-    # ULA on U = x^2 / (2 s^2) is stationary at N(0, s^2 / (1 - h / (2 s^2)))
-    num, num_steps = 50_000, 300
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _ula_chains(s, h, num, num_steps):
+    """``num`` ULA chains from 0, ``num_steps`` steps of ``h`` on
+    U = x^2 / (2 s^2); ``s`` and ``h`` are traced, so one compiled program
+    serves every case below."""
     potential = lambda x: 0.5 * x**2 / s**2
     states = jax.vmap(lambda x: langevin.init(x, potential))(jnp.zeros(num))
 
@@ -125,7 +127,15 @@ def test_ula_stationary_variance_closed_form_core(s, h):
     states, _ = jax.lax.scan(
         body, states, jax.random.split(jax.random.key(1), num_steps)
     )
-    x = np.asarray(states.position, np.float64)
+    return states.position
+
+
+@pytest.mark.optimized
+@pytest.mark.parametrize("s, h", [(2.0, 1.0), (1.0, 0.5), (0.5, 0.2)])
+def test_ula_stationary_variance_closed_form_core(s, h):
+    # ULA on U = x^2 / (2 s^2) is stationary at N(0, s^2 / (1 - h / (2 s^2)))
+    num, num_steps = 50_000, 300
+    x = np.asarray(_ula_chains(s, h, num, num_steps), np.float64)
     var = s**2 / (1 - h / (2 * s**2))
     assert abs(x.var() - var) < 5 * np.sqrt(2 / num) * var
     assert abs(x.mean()) < 5 * np.sqrt(var / num)

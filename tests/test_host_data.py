@@ -116,12 +116,20 @@ def test_the_default_negative_sampler_fits_its_start_on_host_data(memmap):
 
 def test_a_host_data_run_resumes_bit_identically(memmap, tmp_path):
     _, mm = memmap
-    run = lambda **kw: _sliced().run(
-        jax.random.key(0), STEPS, mm, batch_size=BATCH, progress_bar=False, **kw
-    )
-    plain = run()
+
+    def run(learner=None, **kw):
+        if learner is None:
+            learner = _sliced()
+        return learner.run(
+            jax.random.key(0), STEPS, mm, batch_size=BATCH, progress_bar=False, **kw
+        )
+
+    # the plain and the checkpointed run by one learner (one compiled loop);
+    # each resumed run by a new one, as a restarted process builds
+    first = _sliced()
+    plain = run(first)
     ckpt = str(tmp_path / "ckpt")
-    run(checkpoint_dir=ckpt, checkpoint_every=10)
+    run(first, checkpoint_dir=ckpt, checkpoint_every=10)
     shutil.rmtree(os.path.join(ckpt, str(STEPS)))
     shutil.rmtree(os.path.join(ckpt, "30"))
     _same(plain, run(checkpoint_dir=ckpt, checkpoint_every=10))

@@ -1,5 +1,7 @@
 """The NumPyro contract: chain methods, reproducibility, ArviZ, errors."""
 
+import functools
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -46,6 +48,15 @@ def run(kernel, *args, num_warmup=300, num_samples=500, num_chains=1, seed=0, **
     return mcmc
 
 
+@functools.cache
+def vectorized_run(name):
+    """Four vectorized chains of each kernel on the constrained model, key 0:
+    one run (one compiled sampler) for the chain-method, reproducibility and
+    ArviZ tests of that kernel."""
+    kernel = KERNELS[name](model=targets.constrained_model)
+    return run(kernel, num_chains=4, num_samples=1000)
+
+
 # ------------------------------------------------------------ chain methods
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_chain_methods_agree(name):
@@ -54,8 +65,11 @@ def test_chain_methods_agree(name):
     methods = ("parallel", "vectorized") + (("sequential",) if name == "MALA" else ())
     draws = {}
     for method in methods:
-        kernel = KERNELS[name](model=targets.constrained_model)
-        mcmc = run(kernel, num_chains=4, chain_method=method, num_samples=1000)
+        if method == "vectorized":  # the run the tests below share
+            mcmc = vectorized_run(name)
+        else:
+            kernel = KERNELS[name](model=targets.constrained_model)
+            mcmc = run(kernel, num_chains=4, chain_method=method, num_samples=1000)
         draws[method] = targets.stack_sites(
             mcmc.get_samples(group_by_chain=True), ("scale", "prob")
         )
@@ -68,23 +82,25 @@ def test_chain_methods_agree(name):
 
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_same_key_bit_identical(name):
-    samples = [
-        run(KERNELS[name](model=targets.constrained_model), num_chains=2).get_samples()
-        for _ in range(2)
-    ]
+    # a fresh kernel and MCMC object against the shared run of the same key
+    again = run(
+        KERNELS[name](model=targets.constrained_model), num_chains=4, num_samples=1000
+    )
+    samples = [vectorized_run(name).get_samples(), again.get_samples()]
     for site in ("scale", "prob"):
         np.testing.assert_array_equal(samples[0][site], samples[1][site])
-    other = run(KERNELS[name](model=targets.constrained_model), num_chains=2, seed=1)
-    assert not np.array_equal(other.get_samples()["scale"], samples[0]["scale"])
+    # another key (through the same, already compiled, MCMC object) differs
+    again.run(jax.random.key(1))
+    assert not np.array_equal(again.get_samples()["scale"], samples[0]["scale"])
 
 
 # ------------------------------------------------------------------- ArviZ
 @pytest.mark.parametrize("name", list(KERNELS))
 def test_arviz_from_numpyro(name):
-    mcmc = run(KERNELS[name](model=targets.constrained_model), num_chains=2)
+    mcmc = vectorized_run(name)
     idata = az.from_numpyro(mcmc)
     assert set(idata.posterior.data_vars) == {"scale", "prob"}
-    assert idata.posterior["scale"].shape == (2, 500)
+    assert idata.posterior["scale"].shape == (4, 1000)
     stats_vars = set(idata.sample_stats.data_vars)
     assert {"acceptance_rate", "step_size", "diverging", "lp"} <= stats_vars
     pe = mcmc.get_extra_fields(group_by_chain=True)["potential_energy"]

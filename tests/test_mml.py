@@ -304,7 +304,6 @@ def _energy_prior_model(contrastive):
     return model
 
 
-@pytest.mark.optimized
 def test_learnable_energy_prior_is_trained_correctly_by_pgd_and_svi():
     from numpyro.infer import SVI, Trace_ELBO
     from numpyro.infer.autoguide import AutoNormal
@@ -642,6 +641,11 @@ def test_pqn_refuses_a_hessian_that_is_not_positive_definite(factor_data):
         estimator.run(jax.random.key(1), 200, factor_data, progress_bar=False)
 
 
+@pytest.fixture(scope="module")
+def factor_mle_log_likelihood(factor_data):
+    return _factor_mle_log_likelihood(factor_data)
+
+
 def _factor_mle_log_likelihood(y):
     """The exact MLE's log-likelihood, by L-BFGS on the exact marginal."""
 
@@ -674,13 +678,15 @@ def _factor_mle_log_likelihood(y):
 
 
 @pytest.mark.parametrize("estimator_cls", [ne.PGD, ne.SOUL])
-def test_default_step_size_rule_fits_the_factor_model(factor_data, estimator_cls):
+def test_default_step_size_rule_fits_the_factor_model(
+    factor_data, factor_mle_log_likelihood, estimator_cls
+):
     # no tuning: the latents' MALA step is tuned on its acceptance and the
     # parameters move with Adam; the fit is judged by the exact marginal
     # log-likelihood at the estimate (SVI with Adam and AutoNormal reaches
     # 1.2 nats below the MLE on this model; plain PGD at any fixed step size
     # either diverges or stays more than 100 nats below)
-    mle = _factor_mle_log_likelihood(factor_data)
+    mle = factor_mle_log_likelihood
     result = estimator_cls(factor_model).run(
         jax.random.key(1), 2000, factor_data, progress_bar=False
     )

@@ -5,6 +5,8 @@ target itself; ULA on Gaussians with its own biased stationary law, which is
 known in closed form (docs/mathematics.rst, §1), and on models with a small step against NUTS.
 """
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -133,13 +135,19 @@ INIT_100 = jnp.zeros((4, 100))
 VAR_100 = targets.SCALES_100**2
 
 
-@pytest.mark.optimized
 @pytest.mark.parametrize(
     "kernel, num_warmup, num_samples",
     [
         (ne.MALA(potential_fn=targets.diag100_potential), 1000, 3000),
-        # a random walk in 100-D needs a long warm-up for its mass matrix
-        (ne.RWMH(potential_fn=targets.diag100_potential), 20000, 40000),
+        # a random walk in 100-D needs a long warm-up for its mass matrix (a
+        # long run: compiled with XLA's optimisations; the two short runs
+        # cost less without)
+        pytest.param(
+            ne.RWMH(potential_fn=targets.diag100_potential),
+            20000,
+            40000,
+            marks=pytest.mark.optimized,
+        ),
         (
             ne.AnnealedLangevin(
                 potential_fn=targets.diag100_potential,
@@ -181,10 +189,20 @@ def test_ula_diagonal_gaussian_100d_adapted_mass_closed_form():
 
 
 # ------------------------------------- constrained sites, logistic regression
-def _mala_warmed_up(model, *args):
+@functools.cache
+def _mala_run(model_name):
+    """The MALA run of test_models_against_nuts (1000 warm-up steps, 3000
+    draws), shared with the AnnealedLangevin case that starts from it."""
+    model, args, _ = MODELS[model_name]
+    kernel, num_samples = KERNELS_VS_NUTS["MALA"](model, args)
+    return run(kernel, 1000, num_samples, *args)
+
+
+def _mala_warmed_up(model_name):
     """Step size, inverse mass matrix and the chains' positions after a MALA
-    warm-up (what one hands over to a kernel that does not adapt)."""
-    last = run(ne.MALA(model), 1000, 10, *args).last_state
+    warm-up (what one hands over to a kernel that does not adapt): the
+    adaptation stops with the warm-up, so the run's last state holds them."""
+    last = _mala_run(model_name).last_state
     state = last.adapt_state
     return {
         "step_size": float(np.median(state.step_size)),
@@ -222,7 +240,8 @@ KERNELS_VS_NUTS = {
 
 
 def _annealed_after_mala(model, args):
-    kwargs, positions = _mala_warmed_up(model, *args)
+    name = next(k for k, v in MODELS.items() if v[0] is model)
+    kwargs, positions = _mala_warmed_up(name)
     kernel = ne.AnnealedLangevin(
         model, inverse_temperature=1.0, adjusted=True, **kwargs
     )
@@ -242,9 +261,11 @@ def _annealed_after_mala(model, args):
 def test_models_against_nuts(model_name, kernel_name):
     model, args, sites = MODELS[model_name]
     kernel, num_samples, *run_kwargs = KERNELS_VS_NUTS[kernel_name](model, args)
-    samples = run(kernel, 1000, num_samples, *args, **dict(*run_kwargs)).get_samples(
-        group_by_chain=True
-    )
+    if kernel_name == "MALA":
+        mcmc = _mala_run(model_name)
+    else:
+        mcmc = run(kernel, 1000, num_samples, *args, **dict(*run_kwargs))
+    samples = mcmc.get_samples(group_by_chain=True)
     if model_name == "constrained":  # draws come back in the sites' supports
         assert (samples["scale"] > 0).all()
         assert ((samples["prob"] > 0) & (samples["prob"] < 1)).all()

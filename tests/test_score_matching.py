@@ -182,16 +182,19 @@ def _sm(objective="sliced"):
 @pytest.mark.parametrize("objective", ["sliced", "diffusion"])
 def test_checkpoint_resume_is_bit_identical(tmp_path, objective):
     x = gaussian_data(n=256)
-    run = lambda **kw: _sm(objective).run(
+    # the plain and the checkpointed run by one learner (one compiled loop);
+    # the resumed run by a new one, as a restarted process builds
+    first = _sm(objective)
+    run = lambda learner, **kw: learner.run(
         jax.random.key(0), 40, x, batch_size=32, progress_bar=False, **kw
     )
-    plain = run()
+    plain = run(first)
     ckpt = str(tmp_path / "ckpt")
-    full = run(checkpoint_dir=ckpt, checkpoint_every=10)
+    full = run(first, checkpoint_dir=ckpt, checkpoint_every=10)
     assert sorted(os.listdir(ckpt)) == ["10", "20", "30", "40", "run.json"]
     # interrupt: drop the final checkpoint, run again: resumes at step 30
     shutil.rmtree(os.path.join(ckpt, "40"))
-    resumed = run(checkpoint_dir=ckpt, checkpoint_every=10)
+    resumed = run(_sm(objective), checkpoint_dir=ckpt, checkpoint_every=10)
     for result in (full, resumed):
         for a, b in zip(
             jax.tree.leaves(plain.params), jax.tree.leaves(result.params), strict=True
