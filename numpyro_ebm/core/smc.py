@@ -95,6 +95,7 @@ def gaussian_path_smc(
     num_levels: int,
     *,
     reference: Array | None = None,
+    use_reference=True,
     ess_threshold=0.5,
     keep_paths: bool = False,
 ):
@@ -113,6 +114,10 @@ def gaussian_path_smc(
         num_levels: ``L`` (static).
         reference: ``(L, D)`` the reference path of conditional SMC, or
             ``None``.
+        use_reference: a boolean, traced or not: ``False`` runs the sweep
+            without its ``reference`` (a plain sweep in the same compiled
+            program, e.g. the first sweep of a particle Gibbs chain, whose
+            starting value is no draw of the path's law).
         ess_threshold: resample when the ESS falls below this fraction of
             ``N`` (1: at every level; 0: never).
         keep_paths: also return the particles at every level and their
@@ -149,8 +154,9 @@ def gaussian_path_smc(
     n = init.shape[0]
     conditional = reference is not None
     log_n = jnp.log(n)
+    use_reference = jnp.asarray(use_reference, bool)
     if conditional:
-        init = init.at[0].set(reference[0])
+        init = jnp.where(use_reference, init.at[0].set(reference[0]), init)
     logpot, aux = evaluate(0, init)
     log_w = logpot - log_n
     log_z = logsumexp(log_w)
@@ -164,17 +170,20 @@ def gaussian_path_smc(
         key_resample, key_move = random.split(key)
         ess = ess_fraction(log_w)
         again = ess < ess_threshold
-        idx = jnp.where(
-            again,
-            resample(key_resample, log_w, conditional=conditional),
-            jnp.arange(n),
-        )
+        picked = resample(key_resample, log_w)
+        if conditional:
+            picked = jnp.where(
+                use_reference,
+                resample(key_resample, log_w, conditional=True),
+                picked,
+            )
+        idx = jnp.where(again, picked, jnp.arange(n))
         x, aux, logpot = jax.tree.map(lambda v: v[idx], (x, aux, logpot))
         log_w = jnp.where(again, -log_n, log_w)
         mean, proposal_mean, var = transition(k, x, aux)
         new = proposal_mean + jnp.sqrt(var) * random.normal(key_move, x.shape)
         if conditional:
-            new = new.at[0].set(reference[k + 1])
+            new = jnp.where(use_reference, new.at[0].set(reference[k + 1]), new)
         new_logpot, new_aux = evaluate(k + 1, new)
         # log f - log q: two Gaussians of one variance
         log_ratio = jnp.sum((new - proposal_mean) ** 2 - (new - mean) ** 2, axis=-1) / (

@@ -350,7 +350,10 @@ class ScorePosterior(MCMCKernel):
     sequential Monte Carlo sweep (particle Gibbs; Andrieu, Doucet & Holenstein
     2010) of ``num_particles`` paths along that reverse diffusion, the
     previous draw's path kept as the reference, followed by one path drawn
-    from the final weights. The paths are twisted towards the data as in
+    from the final weights (the first sweep has none: the chain starts from
+    a plain SMC draw, whatever the starting value of the score sites, which
+    is no path of the diffusion and as a constant reference could keep
+    winning the sweeps). The paths are twisted towards the data as in
     twisted diffusion sampling (Wu et al. 2023): at level ``k`` each path is
     weighted by the model's likelihood at Tweedie's denoised
     ``x0 = x_k + sigma_k^2 s(x_k, sigma_k)`` (Gaussian observations with their
@@ -762,7 +765,7 @@ class ScorePosterior(MCMCKernel):
         )
         anneal = self._anneal_likelihood
 
-        def sweep(rng_key, z, path, model_args, model_kwargs):
+        def sweep(rng_key, z, path, use_reference, model_args, model_kwargs):
             key_init, key_smc, key_pick = random.split(rng_key, 3)
             evaluate, transition = reverse.feynman_kac(
                 z, model_args, model_kwargs, guidance=guidance, anneal=anneal
@@ -774,6 +777,7 @@ class ScorePosterior(MCMCKernel):
                 transition,
                 reverse.num_levels,
                 reference=path,
+                use_reference=use_reference,
                 ess_threshold=threshold,
                 keep_paths=True,
             )
@@ -785,8 +789,16 @@ class ScorePosterior(MCMCKernel):
     def _sample_smc(self, state, model_args, model_kwargs):
         reverse = self._reverse
         key, key_sweep, key_latent = random.split(state.rng_key, 3)
+        # the first sweep is a plain one: the starting value of the score
+        # sites (init_params, or NumPyro's init strategy) is no draw of the
+        # reverse diffusion, and as a reference it can hold every later sweep
         path, info = self._sweep(
-            key_sweep, state.z, state.path, model_args, model_kwargs
+            key_sweep,
+            state.z,
+            state.path,
+            state.num_diverging < state.i,  # a sweep has succeeded
+            model_args,
+            model_kwargs,
         )
         finite = info.first_bad < 0
         z = reverse.with_value(state.z, reverse.final_value(path[-1]))
