@@ -113,17 +113,22 @@ def init(rng_key, position, potential_fn: Callable) -> KineticState:
     return KineticState(position, momentum, potential_energy, grad)
 
 
-def refresh(rng_key, momentum: Array, damping) -> Array:
-    """The ``O`` step: ``damping * r + sqrt(1 - damping^2) xi`` (``damping``
-    0 draws afresh, 1 keeps ``r``).
+def refresh(rng_key, momentum: Array, rate) -> Array:
+    """The ``O`` step over a time in which friction ``gamma`` acts for
+    ``rate = gamma dt``: ``exp(-rate) r + sqrt(1 - exp(-2 rate)) xi``
+    (``rate`` 0 keeps ``r``, ``inf`` draws afresh). The noise's variance is
+    ``-expm1(-2 rate)``, exact to rounding at any rate: ``1 - damping**2``
+    loses it at small ``gamma h`` in float32 (12% off at ``1e-6``), and the
+    kinetic step stops leaving its target invariant.
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> refresh(jax.random.key(0), jnp.ones(3), 1.0).tolist()
+        >>> refresh(jax.random.key(0), jnp.ones(3), 0.0).tolist()
         [1.0, 1.0, 1.0]
     """
     xi = random.normal(rng_key, momentum.shape, momentum.dtype)
-    return damping * momentum + jnp.sqrt(1.0 - damping**2) * xi
+    rate = jnp.asarray(rate, momentum.dtype)
+    return jnp.exp(-rate) * momentum + jnp.sqrt(-jnp.expm1(-2.0 * rate)) * xi
 
 
 def _whiten(metric, vector):
@@ -193,14 +198,14 @@ def obabo_step(
         ((2,), True, False)
     """
     key_first, key_accept, key_last = random.split(rng_key, 3)
-    damping = jnp.exp(-0.5 * friction * step_size)
-    start = state._replace(momentum=refresh(key_first, state.momentum, damping))
+    rate = 0.5 * friction * step_size  # each O is half a step
+    start = state._replace(momentum=refresh(key_first, state.momentum, rate))
     moved, energy_error, finite = leapfrog(start, potential_fn, step_size, metric)
     decision = metropolis_hastings(key_accept, -energy_error, finite)
     keep = finite & (decision.is_accepted | ~jnp.asarray(adjusted))
     flipped = start._replace(momentum=jnp.where(finite, -1.0, 1.0) * start.momentum)
     moved = select(keep, moved, flipped)
-    moved = moved._replace(momentum=refresh(key_last, moved.momentum, damping))
+    moved = moved._replace(momentum=refresh(key_last, moved.momentum, rate))
     return moved, decision._replace(is_accepted=keep), energy_error
 
 
