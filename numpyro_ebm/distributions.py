@@ -1,5 +1,7 @@
 """Distributions whose density is an unnormalised neural energy, or a score."""
 
+import copy
+import functools
 import math
 import sys
 import warnings
@@ -13,9 +15,12 @@ from numpyro.distributions import constraints
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import check_sigmas, noise_annealed_langevin
+from numpyro_ebm.core.compiled import as_pure, captured_arrays
 from numpyro_ebm.infer.pooled import pooled_langevin, warn_if_not_mixed
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
+
+CONTRASTIVE_STEPS = 200  # the stopping rule's least: two rounds of 100
 
 
 def _standard_normal(event_shape):
@@ -65,7 +70,11 @@ class EnergyDistribution(dist.Distribution):
         contrastive: make ``log_prob``'s gradient in the energy's parameters
             that of the normalised density (see :meth:`log_prob`), for
             learning the energy inside a model.
-        num_contrastive_samples: prior draws for the contrastive term.
+        num_contrastive_samples: prior draws for the contrastive term. They
+            come from ``num_steps`` steps after the burn-in (200 when
+            ``num_steps`` is ``None``), without the stopping rule and without
+            its warning, which would run inside every gradient; check them
+            with :meth:`sample_with_diagnostics` and these settings.
         rng_key: key for those draws (default: ``numpyro.prng_key()`` when the
             distribution is built inside a seeded model).
 
@@ -203,7 +212,12 @@ class EnergyDistribution(dist.Distribution):
                 "a contrastive EnergyDistribution needs a random key for its prior "
                 "samples: pass `rng_key=` or use it inside a seeded NumPyro model."
             )
-        draws = jax.lax.stop_gradient(self.sample(key, (self.num_contrastive_samples,)))
+        # a fixed number of steps (the stopping rule's least, when
+        # num_steps is not given), unchecked: no loop of unknown length and no
+        # call back to the host inside every gradient
+        steps = self.num_steps or CONTRASTIVE_STEPS
+        draws, _ = self._draws(key, (self.num_contrastive_samples,), steps)
+        draws = jax.lax.stop_gradient(draws)
         energy = jnp.mean(self.energy_fn(draws), 0)
         return energy - jax.lax.stop_gradient(energy)
 
@@ -274,6 +288,23 @@ class EnergyDistribution(dist.Distribution):
             >>> bool(info.converged), round(float(x.var()), 0)  # variance 4
             (True, 4.0)
         """
+        sample_shape = tuple(int(n) for n in sample_shape)
+        apply, state = as_pure(self.energy_fn)
+        bare = copy.copy(self)
+        bare.energy_fn = None
+        eager = validation.is_concrete(
+            (key, jax.tree.leaves(bare), state, captured_arrays(self.energy_fn))
+        )
+        if eager:
+            try:  # one compiled program per distribution and shape
+                hash(jax.tree.structure(bare))
+            except TypeError:  # e.g. an array among the settings
+                eager = False
+        if eager:
+            return _compiled_draws(bare, state, key, apply, sample_shape)
+        return self._draws(key, sample_shape)
+
+    def _draws(self, key, sample_shape, num_steps=None):
         key_init, key_chain = random.split(key)
         start_dist = (
             self.base_dist or self.init_dist or _standard_normal(self.event_shape)
@@ -293,12 +324,23 @@ class EnergyDistribution(dist.Distribution):
             self.potential,
             chains,
             num_warmup=self.num_warmup,
-            num_steps=self.num_steps,
+            num_steps=self.num_steps if num_steps is None else num_steps,
             step_size=self.step_size,
             adjusted=self.adjusted,
             target_accept_prob=self.target_accept_prob,
         )
         return draws.reshape(init.shape), info
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _compiled_draws(bare, state, key, apply, sample_shape):
+    """:meth:`EnergyDistribution.sample_with_diagnostics` outside a trace:
+    compiled once per distribution's settings, energy and shape, the energy's
+    parameters an argument (so an eager call does not compile its chains
+    again)."""
+    distribution = copy.copy(bare)
+    distribution.energy_fn = functools.partial(apply, state)
+    return distribution._draws(key, sample_shape)
 
 
 def _site_name(distribution):

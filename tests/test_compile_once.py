@@ -189,3 +189,36 @@ def test_likelihood_estimators_compile_once_and_read_current_parameters():
         lambda: ne.ais_log_normalizer(jax.random.key(3), fn, base, num_levels=10)
     )
     assert count == 0, count
+
+
+def test_energy_distribution_sample_compiles_once_per_shape():
+    # an eager sample() compiled its chains anew at every call (7-17 s each)
+    d = ne.EnergyDistribution(lambda x: 0.5 * jnp.sum(x**2, -1), (2,), num_steps=50)
+    _, first = compiles(lambda: d.sample(jax.random.key(0), (64,)))
+    x, again = compiles(lambda: d.sample(jax.random.key(1), (64,)))
+    assert first > 0 and again == 0
+    assert x.shape == (64, 2)
+
+
+def test_energy_distribution_sample_reads_the_current_weights():
+    # compiled once, an energy's weights are still read at every call: a
+    # module's, and an array a closure reads (rebound, not served stale)
+    net = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    net.kernel[...] = jnp.zeros((2, 1))
+    net.bias[...] = jnp.zeros(1)
+
+    def module_energy(x):  # N(0, I) plus a linear tilt: mean -w
+        return 0.5 * jnp.sum(x**2, -1) + net(x)[..., 0]
+
+    shift = jnp.zeros(2)
+    closure = lambda x: 0.5 * jnp.sum((x - shift) ** 2, -1)  # noqa: E731
+    for energy in (module_energy, closure):
+        d = ne.EnergyDistribution(energy, (2,), num_steps=200)
+        before = np.asarray(d.sample(jax.random.key(0), (512,))).mean(0)
+        net.kernel[...] = jnp.array([[-3.0], [3.0]])  # mean (3, -3)
+        shift = jnp.array([3.0, -3.0])  # noqa: F841 (read by the closure)
+        after = np.asarray(d.sample(jax.random.key(0), (512,))).mean(0)
+        net.kernel[...] = jnp.zeros((2, 1))
+        shift = jnp.zeros(2)  # noqa: F841
+        assert np.all(np.abs(before) < 0.3), before
+        np.testing.assert_allclose(after, [3.0, -3.0], atol=0.3)

@@ -326,3 +326,17 @@ def test_contrastive_log_prob_gradient_is_the_normalised_one():
         ne.EnergyDistribution(quadratic_energy, (2,), contrastive=True).log_prob(
             jnp.zeros(2)
         )
+
+
+def test_a_contrastive_log_prob_runs_no_loop_of_unknown_length_nor_callback():
+    # with the default num_steps its draws ran the stopping rule's while_loop
+    # and a host callback (the mixing warning) inside every gradient
+    d = ne.EnergyDistribution(
+        quadratic_energy,
+        (2,),
+        contrastive=True,
+        num_contrastive_samples=16,
+        rng_key=jax.random.key(0),
+    )
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: d.log_prob(x).sum()))(jnp.ones(2)))
+    assert "while" not in jaxpr and "callback" not in jaxpr

@@ -513,6 +513,25 @@ def test_a_sweep_without_its_reference_is_the_plain_sweep():
     np.testing.assert_array_equal(x[0], reference[-1])
 
 
+def test_no_call_back_to_the_host_in_an_ordinary_iteration(monkeypatch):
+    # the warnings are host callbacks; they run at the milestones only (here
+    # 10 draws into sampling), never once per iteration or per chain
+    calls = []
+    kernel = ne.ScorePosterior(inpainting, num_particles=4, num_levels=10)
+    monkeypatch.setattr(kernel, "_warn_collapse", lambda *a: calls.append("c"))
+    monkeypatch.setattr(kernel, "_warn_diverged", lambda *a: calls.append("d"))
+    mcmc = MCMC(
+        kernel,
+        num_warmup=3,
+        num_samples=30,
+        num_chains=2,
+        chain_method="vectorized",
+        progress_bar=False,
+    )
+    mcmc.run(jax.random.key(5), Y)
+    assert calls == ["c"]
+
+
 def test_samplers_that_need_a_density_name_the_site():
     y = jnp.asarray(Y)
     for run in (

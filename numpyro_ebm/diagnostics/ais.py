@@ -23,8 +23,8 @@ from jax import Array
 
 from numpyro_ebm.core import ais as core_ais
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.compiled import as_pure
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
-from numpyro_ebm.diagnostics.compiled import as_pure
 
 __all__ = ["AISResult", "HeldOutLikelihood", "ais_log_normalizer", "ais_log_likelihood"]
 

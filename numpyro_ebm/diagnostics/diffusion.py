@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from jax import Array, random
 
 from numpyro_ebm.core import validation
+from numpyro_ebm.core.compiled import as_pure
 from numpyro_ebm.core.sde import check_sde
-from numpyro_ebm.diagnostics.compiled import as_pure
 from numpyro_ebm.learn.score_matching import log_snr_range
 
 __all__ = ["DiffusionELBO", "diffusion_elbo"]

@@ -90,9 +90,12 @@ class HostRows:
         return np.asarray(self.array[index], self.dtype)
 
     def chunks(self):
-        """``(start, rows)`` over the data, ``2**20`` rows at a time."""
-        for start in range(0, self.shape[0], _SCAN_ROWS):
-            yield start, np.asarray(self.array[start : start + _SCAN_ROWS], self.dtype)
+        """``(start, rows)`` over the data: ``2**20`` rows at a time, fewer
+        when that many would take more than :data:`BLOCK_BYTES`."""
+        row_bytes = 8 * int(np.prod(self.shape[1:], dtype=np.int64))  # float64
+        step = int(max(1, min(_SCAN_ROWS, BLOCK_BYTES // max(1, row_bytes))))
+        for start in range(0, self.shape[0], step):
+            yield start, np.asarray(self.array[start : start + step], self.dtype)
 
     def non_finite_rows(self) -> int:
         bad = 0
@@ -102,31 +105,34 @@ class HostRows:
         return int(sum_over_processes(np.asarray(bad, np.int64)))
 
     def _moment(self, term):
-        """The mean over every process's rows of ``term(rows)``, in float64."""
-        total = sum(term(rows.astype(np.float64)).sum(0) for _, rows in self.chunks())
+        """The mean over every process's rows of ``term(rows)``, in float64;
+        ``term`` sums over the rows of a chunk itself."""
+        total = sum(term(rows.astype(np.float64)) for _, rows in self.chunks())
         return sum_over_processes(np.asarray(total, np.float64)) / self.num_rows
 
     def mean(self, axis=0):
         assert axis == 0
-        return jnp.asarray(self._moment(lambda r: r), self.dtype)
+        return jnp.asarray(self._moment(lambda r: r.sum(0)), self.dtype)
 
     def std(self, axis=0):
         assert axis == 0
-        mean = self._moment(lambda r: r)
-        var = self._moment(lambda r: (r - mean) ** 2)
+        mean = self._moment(lambda r: r.sum(0))
+        var = self._moment(lambda r: ((r - mean) ** 2).sum(0))
         return jnp.asarray(np.sqrt(var), self.dtype)
 
     def cov(self):
         """The covariance of the flattened rows (divisor ``num_rows - 1``, as
-        :func:`numpy.cov`)."""
-        mean = self._moment(lambda r: r.reshape(r.shape[0], -1))
+        :func:`numpy.cov`), a chunk of rows at a time: memory of the
+        ``(d, d)`` result and one chunk."""
+        flat = lambda r: r.reshape(r.shape[0], -1)  # noqa: E731
+        mean = self._moment(lambda r: flat(r).sum(0))
 
-        def outer(r):
-            c = r.reshape(r.shape[0], -1) - mean
-            return c[:, :, None] * c[:, None, :]
+        def scatter(r):
+            c = flat(r) - mean
+            return c.T @ c
 
         scale = self.num_rows / max(1, self.num_rows - 1)
-        return jnp.asarray(self._moment(outer) * scale, self.dtype)
+        return jnp.asarray(self._moment(scatter) * scale, self.dtype)
 
     def block_length(self, limit):
         """Steps per block: as many as fit in :data:`BLOCK_BYTES`, at most
