@@ -16,7 +16,7 @@ from numpyro.distributions import constraints
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import check_sigmas, noise_annealed_langevin
 from numpyro_ebm.core.compiled import as_pure, captured_arrays
-from numpyro_ebm.infer.pooled import pooled_langevin, warn_if_not_mixed
+from numpyro_ebm.core.pooled import pooled_langevin, warn_if_not_mixed
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
 
@@ -43,7 +43,7 @@ class EnergyDistribution(dist.Distribution):
     in the limit), their common step size is tuned during a burn-in of
     ``num_warmup`` steps on the acceptance rate pooled over all chains, and
     they then run until their mean energy stops moving (see
-    :func:`~numpyro_ebm.infer.pooled.pooled_langevin` for the rule); a
+    :func:`~numpyro_ebm.core.pooled.pooled_langevin` for the rule); a
     warning says so when the rule is not met. This is accurate for
     well-conditioned energies of any scale; draws of a multimodal energy may
     still miss modes the chains never cross to. Draw many samples at once:
@@ -278,7 +278,7 @@ class EnergyDistribution(dist.Distribution):
         return draws
 
     def sample_with_diagnostics(self, key, sample_shape=()):
-        """``(draws, info)``: the draws and their chains' :class:`~numpyro_ebm.infer.pooled.PooledInfo`.
+        """``(draws, info)``: the draws and their chains' :class:`~numpyro_ebm.core.pooled.PooledInfo`.
 
         Example:
             >>> import jax, jax.numpy as jnp

@@ -152,3 +152,16 @@ def test_shrinkage_keeps_the_previous_scale_in_unseen_directions():
     shrunk = np.linalg.eigvalsh(np.asarray(m2) / 19)
     assert raw[0] < 1e-5
     assert shrunk[0] > 0.99 * 50 / 70  # w = d / (n + d) of the identity
+
+
+def test_the_cores_dual_averaging_is_numpyros():
+    from numpyro.infer.hmc_util import dual_averaging as numpyro_dual_averaging
+
+    from numpyro_ebm.core.step_size import dual_averaging
+
+    ours, theirs = dual_averaging(), numpyro_dual_averaging()
+    a, b = ours[0](jnp.log(10.0)), theirs[0](jnp.log(10.0))
+    for g in np.random.default_rng(0).uniform(-0.5, 0.5, 50):
+        a, b = ours[1](g, a), theirs[1](g, b)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -36,6 +36,7 @@ from jax import Array, random
 from numpyro_ebm.core.chains import run_chains
 from numpyro_ebm.core.langevin import LangevinState
 from numpyro_ebm.core.metrics import Metric
+from numpyro_ebm.core.step_size import robbins_monro
 
 __all__ = ["AISInfo", "sigmoid_schedule", "ais", "tune_step_sizes"]
 
@@ -155,7 +156,7 @@ def _anneal(
         accept = jnp.mean(info.accept_prob)
         if adapt is not None:
             target, rate = adapt
-            log_h = log_h + rate * (accept - target)
+            log_h = robbins_monro(log_h, accept, target, rate)
         g, states = _next_level(states, log_base_fn, beta, new_beta)
         step = new_beta - beta
         log_w = log_w + jnp.where(step != 0, step * g, 0.0)

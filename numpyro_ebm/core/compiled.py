@@ -13,14 +13,25 @@ served with the weights it was traced with.
 """
 
 import functools
+import sys
 import types
 
 import numpy as np
 
 import jax
-from flax import nnx
 
 __all__ = ["as_pure", "captured_arrays"]
+
+
+def _nnx():
+    """Flax NNX when it has been imported (an NNX module can only exist
+    then): the core imports nothing but JAX."""
+    return sys.modules.get("flax.nnx")
+
+
+def _is_module(value):
+    nnx = _nnx()
+    return nnx is not None and isinstance(value, nnx.Module)
 
 
 class _ModuleCall:
@@ -36,7 +47,7 @@ class _ModuleCall:
         return isinstance(other, _ModuleCall) and self.graphdef == other.graphdef
 
     def __call__(self, state, *args):
-        return nnx.merge(self.graphdef, state)(*args)
+        return _nnx().merge(self.graphdef, state)(*args)
 
 
 class _FunctionCall:
@@ -75,8 +86,8 @@ def as_pure(fn):
         >>> float(apply(state, jnp.ones(2)))
         2.0
     """
-    if isinstance(fn, nnx.Module):
-        graphdef, state = nnx.split(fn)
+    if _is_module(fn):
+        graphdef, state = _nnx().split(fn)
         return _ModuleCall(graphdef), state
     return _FunctionCall(fn), None
 
@@ -135,7 +146,7 @@ def captured_arrays(fn, max_depth=4):
                     if not isinstance(target, types.ModuleType | type):
                         visit(target, depth + 1)
             return
-        if isinstance(value, list | tuple | dict) or isinstance(value, nnx.Module):
+        if isinstance(value, list | tuple | dict) or _is_module(value):
             for leaf in leaves(value):
                 if leaf is not value:
                     visit(leaf, depth + 1)

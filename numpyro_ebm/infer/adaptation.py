@@ -51,9 +51,14 @@ from jax import Array, random
 from numpyro.infer.hmc_util import (
     HMCAdaptState,
     build_adaptation_schedule,
-    dual_averaging,
     warmup_adapter,
     welford_covariance,
+)
+
+from numpyro_ebm.core.step_size import (
+    DualAveragingState,
+    dual_averaging,
+    pooled_acceptance_gap,
 )
 
 __all__ = [
@@ -128,7 +133,8 @@ def window_adapter(
     """``(init_fn, update_fn)`` of the windowed adaptation, pooled over the
     chains it is given.
 
-    ``init_fn`` is NumPyro's (one state, for one chain's position).
+    ``init_fn`` is NumPyro's (one state, for one chain's position), its
+    step-size state a :class:`~numpyro_ebm.core.step_size.DualAveragingState`.
     ``update_fn(t, accept_prob, positions, state)`` takes the iteration ``t``
     (a scalar, the same for all chains), the acceptance probabilities ``(n,)``
     and the flat positions ``(n, d)`` of the ``n`` chains that share
@@ -149,7 +155,7 @@ def window_adapter(
         >>> bool(jnp.allclose(state.inverse_mass_matrix, jnp.array([1.0, 4.0, 16.0]), rtol=0.3))
         True
     """
-    init_fn, _ = warmup_adapter(
+    numpyro_init, _ = warmup_adapter(
         num_warmup,
         adapt_step_size=adapt_step_size,
         adapt_mass_matrix=adapt_mass_matrix,
@@ -157,6 +163,12 @@ def window_adapter(
         target_accept_prob=target_accept_prob,
     )
     ss_init, ss_update = dual_averaging()
+
+    def init_fn(*args, **kwargs):
+        # NumPyro's start, its step-size state in this package's type
+        state = numpyro_init(*args, **kwargs)
+        return state._replace(ss_state=DualAveragingState(*state.ss_state))
+
     mm_init, _, mm_final = welford_covariance(diagonal=not dense_mass)
     windows = build_adaptation_schedule(num_warmup)
     # the window status is a function of t alone (not of the state's window
@@ -183,7 +195,9 @@ def window_adapter(
     def update_fn(t, accept_prob, positions, state):
         step_size, imm, sqrt, sqrt_inv, ss_state, mm_state, window_idx, key = state
         if adapt_step_size:
-            ss_state = ss_update(target_accept_prob - jnp.mean(accept_prob), ss_state)
+            ss_state = ss_update(
+                pooled_acceptance_gap(target_accept_prob, accept_prob), ss_state
+            )
             log_step_size, log_step_size_avg, *_ = ss_state
             step_size = jnp.where(
                 t == num_warmup - 1, jnp.exp(log_step_size_avg), jnp.exp(log_step_size)

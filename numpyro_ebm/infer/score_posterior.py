@@ -34,6 +34,7 @@ from numpyro_ebm.core import langevin, smc, validation
 from numpyro_ebm.core.annealed import reverse_moments
 from numpyro_ebm.core.langevin import langevin_proposal, langevin_step
 from numpyro_ebm.core.metrics import Metric
+from numpyro_ebm.distributions import ScoreDistribution
 from numpyro_ebm.infer import adaptation
 
 __all__ = ["ScorePosterior", "ScorePosteriorState", "Evidence"]
@@ -90,9 +91,6 @@ class _FlatScoreSites(Messenger):
         super().__init__(fn)
 
     def process_message(self, msg):
-        # imported here: numpyro_ebm.distributions imports numpyro_ebm.infer
-        from numpyro_ebm.distributions import ScoreDistribution
-
         if msg["type"] != "sample":
             return
         fn = msg["fn"]

@@ -2,9 +2,9 @@
 
 :func:`pooled_langevin` samples an unnormalised density of unknown scale
 without hand tuning: a burn-in tunes one step size on the acceptance rate
-pooled over every chain (NumPyro's dual averaging), then the chains run until
+pooled over every chain (dual averaging, core.step_size), then the chains run until
 their mean energy has stopped moving. It is the default sampler of
-:meth:`numpyro_ebm.EnergyDistribution.sample`.
+:meth:`numpyro_ebm.EnergyDistribution.sample`. Pure JAX.
 """
 
 import warnings
@@ -15,12 +15,12 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import Array, random
-from numpyro.infer.hmc_util import dual_averaging
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.chains import run_chains
 from numpyro_ebm.core.langevin import init as langevin_init
 from numpyro_ebm.core.langevin import langevin_step
+from numpyro_ebm.core.step_size import dual_averaging, pooled_acceptance_gap
 
 __all__ = ["PooledInfo", "pooled_langevin"]
 
@@ -275,7 +275,7 @@ def _tune(key, potential_fn, states, num_warmup, adjusted, target, dtype):
         states, info = jax.vmap(
             lambda k, s: langevin_step(k, s, potential_fn, step, adjusted=adjusted)
         )(keys, states)
-        da_state = da_update(target - jnp.mean(info.accept_prob), da_state)
+        da_state = da_update(pooled_acceptance_gap(target, info.accept_prob), da_state)
         return (states, da_state), None
 
     if num_warmup == 0:
