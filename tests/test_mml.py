@@ -524,6 +524,53 @@ def test_mala_potentials_can_skip_the_contrastive_prior_chains():
     assert abs(float(g_params["s"] - g_params_plain["s"])) > 1.0  # E_p[grad E]
 
 
+def test_latent_moves_skip_the_prior_chains_unless_the_energy_needs_them():
+    # an energy with learnable parameters only: the contrastive terms have
+    # no gradient in z, so the unadjusted latent moves (SOUL's with a step
+    # size) no longer run their prior chains at every step; an energy whose
+    # scale is another latent keeps them, and its gradient in that latent
+    from numpyro_ebm.learn import model_density as density
+
+    y = jnp.linspace(-1.0, 3.0, 30)
+
+    def scaled(y):
+        mu = numpyro.param("mu", 0.0)
+        s = numpyro.sample("s", dist.LogNormal(0.0, 0.3))
+        prior = ne.EnergyDistribution(
+            lambda z: 0.5 * jnp.sum(((z - mu) / s) ** 2, -1),
+            (1,),
+            batch_shape=(y.shape[0],),
+            num_steps=50,
+            step_size=0.1,
+            contrastive=True,
+            num_contrastive_samples=16,
+        )
+        z = numpyro.sample("z", prior)
+        numpyro.sample("y", dist.Normal(z[:, 0], 1.0).to_event(1), obs=y)
+
+    for model, needed in ((_energy_prior_model(True), False), (scaled, True)):
+        spec = density.inspect_model(
+            model, jax.random.key(0), (y,), {}, numpyro.infer.init_to_sample
+        )
+        assert spec.contrastive_latents is needed
+        z = jax.tree.map(lambda v: v[None], spec.init_latents)  # one particle
+        rest = ((y,), {}, jax.random.key(1), {})
+
+        def moves(z, spec=spec, rest=rest):
+            return density.latent_gradients(spec, spec.init_params, z, *rest)
+
+        jaxpr = str(jax.make_jaxpr(moves)(z))
+        assert ("while" in jaxpr or "scan" in jaxpr) is needed
+        if not needed:  # the same latent gradients as with the chains
+            full = jax.jit(
+                lambda z, spec=spec, rest=rest: density.gradients(
+                    spec, spec.init_params, z, *rest
+                )[2]
+            )(z)
+            for name, g in jax.jit(moves)(z).items():
+                np.testing.assert_allclose(g, full[name], rtol=1e-5)
+
+
 @pytest.mark.optimized
 def test_soul_trains_an_energy_prior_on_mini_batches():
     # the latent-EBM-prior set-up on a case with a known answer: a learnable

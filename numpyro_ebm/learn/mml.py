@@ -37,6 +37,7 @@ from numpyro_ebm.core.langevin import langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
+from numpyro_ebm.core.step_size import robbins_monro
 from numpyro_ebm.learn import distributed, training
 from numpyro_ebm.learn import model_density as density
 from numpyro_ebm.learn.checkpoints import (
@@ -205,9 +206,10 @@ class _Estimator:
         """
         if not self.adaptive:
             return step_size
-        return step_size * jnp.exp(
-            _ADAPTATION_GAIN * (accept_prob - self.target_accept_prob)
+        log_step = robbins_monro(
+            jnp.log(step_size), accept_prob, self.target_accept_prob, _ADAPTATION_GAIN
         )
+        return jnp.exp(log_step)
 
     # ------------------------------------------------------------ densities
     # ------------------------------------------------------ the model density
@@ -1256,8 +1258,8 @@ class SOUL(_Estimator):
 
         def body(particles, key):
             key_move, key_model = random.split(key)
-            _, _, grad_latents = self._gradients(
-                params, particles, args, kwargs, key_model, batch
+            grad_latents = density.latent_gradients(
+                self._spec, params, particles, args, kwargs, key_model, batch
             )
             return self._langevin_particles(
                 key_move, particles, grad_latents, step_size

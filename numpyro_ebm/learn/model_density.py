@@ -35,6 +35,7 @@ __all__ = [
     "plate_scale",
     "log_joint",
     "gradients",
+    "latent_gradients",
     "draw_batch",
     "full_batch",
     "gather",
@@ -45,6 +46,15 @@ __all__ = [
     "shape_key",
     "no_contrastive",
 ]
+
+
+def _contrastive_energies(fn):
+    """The contrastive EnergyDistributions inside ``fn`` (wrappers opened)."""
+    if isinstance(fn, EnergyDistribution):
+        return [fn] if fn.contrastive else []
+    if hasattr(fn, "base_dist"):
+        return _contrastive_energies(fn.base_dist)
+    return []
 
 
 def _without_contrastive(fn):
@@ -83,6 +93,10 @@ class ModelSpec(NamedTuple):
     init_latents: dict  # unconstrained, full size along subsampled plates
     plates: dict  # subsampled plate name -> (size, subsample_size)
     local_axes: dict  # latent site -> (plate name, axis of the plate in the value)
+    # whether contrastive terms of energy priors have a gradient in the
+    # latents (an energy that depends on another latent): the latents' moves
+    # then need them, and otherwise skip their prior chains
+    contrastive_latents: bool = False
 
 
 def _subsampled_plates(tr):
@@ -158,9 +172,58 @@ def inspect_model(model, rng_key, args, kwargs, init_strategy):
             "the model has no latent numpyro.sample site: maximise its likelihood "
             "directly (e.g. numpyro.infer.SVI with an empty guide)."
         )
-    return ModelSpec(
+    spec = ModelSpec(
         model, param_transforms, latent_transforms, params, latents, plates, local_axes
     )
+    contrastive = any(
+        _contrastive_energies(site["fn"])
+        for site in tr.values()
+        if site["type"] == "sample"
+    )
+    if contrastive:
+        depends = _contrastive_depends_on_latents(spec, rng_key, args, kwargs)
+        spec = spec._replace(contrastive_latents=depends)
+    return spec
+
+
+def _contrastive_depends_on_latents(spec, rng_key, args, kwargs):
+    """Whether the contrastive terms' gradient in the latents can be other
+    than zero, from the program that computes it (traced, never run): its
+    outputs depend on its inputs, or they are constant zeros."""
+
+    def terms(latents_u):
+        values = {
+            **constrain(spec.param_transforms, spec.init_params),
+            **constrain(spec.latent_transforms, latents_u),
+            **full_batch(spec),
+        }
+        model = substitute(seed(spec.model, rng_key), data=values)
+        with warnings.catch_warnings():  # whole plates: intended
+            warnings.filterwarnings("ignore", message="subsample_size does not match")
+            tr = trace(model).get_trace(*args, **kwargs)
+        total = 0.0
+        for site in tr.values():
+            if site["type"] == "sample":
+                for energy in _contrastive_energies(site["fn"]):
+                    total = total + jnp.sum(energy._contrastive_term())
+        return total
+
+    closed = jax.make_jaxpr(jax.grad(terms))(spec.init_latents)
+    return _outputs_depend_on_inputs(closed.jaxpr)
+
+
+def _outputs_depend_on_inputs(jaxpr):
+    """Data flow through a jaxpr's equations (an equation with a dependent
+    input makes all its outputs dependent: conservative inside loops)."""
+
+    def is_var(v):
+        return type(v).__name__ != "Literal"
+
+    dependent = set(jaxpr.invars)
+    for eqn in jaxpr.eqns:
+        if any(is_var(v) and v in dependent for v in eqn.invars):
+            dependent.update(eqn.outvars)
+    return any(is_var(v) and v in dependent for v in jaxpr.outvars)
 
 
 def transforms_depend_on(spec, kind) -> bool:
@@ -206,6 +269,29 @@ def log_joint(
         jacobian = jnp.sum(t.log_abs_det_jacobian(value, latents[name]))
         lp = lp + plate_scale(spec, name, batch) * jacobian
     return lp
+
+
+def latent_gradients(spec, params_u, particles, args, kwargs, rng_key, batch):
+    """The per-particle latent gradients alone (as in :func:`gradients`),
+    without the contrastive terms of energy priors unless they depend on
+    the latents (``spec.contrastive_latents``): a latent move need not run
+    their prior chains."""
+    per_particle = jax.vmap(
+        jax.grad(
+            lambda z: log_joint(
+                spec,
+                params_u,
+                z,
+                args,
+                kwargs,
+                rng_key,
+                batch,
+                spec.contrastive_latents,
+            )
+        )
+    )
+    grad_latents = per_particle(particles)
+    return {k: g / plate_scale(spec, k, batch) for k, g in grad_latents.items()}
 
 
 def gradients(spec, params_u, particles, args, kwargs, rng_key, batch):
