@@ -1,5 +1,7 @@
 """Normalising constants of energy priors and importance-sampled likelihoods."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -44,6 +46,18 @@ def _linear_model(x, subsample_size=None):
 def _mismatched_guide(x, subsample_size=None):
     with numpyro.plate("data", x.shape[0], subsample_size=subsample_size):
         numpyro.sample("z", dist.Normal(0.3 * numpyro.subsample(x, event_dim=0), 0.8))
+
+
+def test_importance_samples_are_vectorized_by_default():
+    # lax.map with no batch size ran the samples one at a time (a scan of
+    # num_samples steps); by default 64 run at once
+    def call():
+        return ne.importance_log_likelihood(
+            jax.random.key(1), _linear_model, _mismatched_guide, {}, X, num_samples=128
+        )
+
+    lengths = re.findall(r"length=(\d+)", str(jax.make_jaxpr(call)()))
+    assert "2" in lengths and "128" not in lengths
 
 
 def test_importance_sampling_converges_to_the_marginal_likelihood():

@@ -182,6 +182,10 @@ def _per_datum(name, site, log_prob, data_plate):
     return log_prob.reshape(log_prob.shape[0], -1).sum(1)
 
 
+#: importance samples :func:`importance_log_likelihood` evaluates at once
+DEFAULT_BATCH_SIZE = 64
+
+
 def importance_log_likelihood(
     rng_key,
     model,
@@ -221,8 +225,9 @@ def importance_log_likelihood(
             ``log Z`` of one draw of the site's EnergyDistribution; it is
             counted once per draw inside each element, e.g. ``k`` times under
             ``.to_event`` of ``k`` draws), or ``"estimate"``.
-        batch_size: importance samples evaluated at once (memory bound);
-            default all.
+        batch_size: importance samples evaluated at once, vectorized (the
+            memory of that many model runs); default 64, or ``num_samples``
+            when fewer.
 
     Returns:
         ``log p(x_i)``, an array with one entry per data point.
@@ -253,6 +258,9 @@ def importance_log_likelihood(
         autoencoders*, ICLR.
     """
     num_samples = validation.positive_integer("num_samples", num_samples)
+    if batch_size is None:  # lax.map's default is one sample at a time
+        batch_size = min(num_samples, DEFAULT_BATCH_SIZE)
+    batch_size = validation.positive_integer("batch_size", batch_size)
     model = substitute(model, data=params)
     guide = substitute(guide, data=params)
     rng_key, key_z = jax.random.split(rng_key)
