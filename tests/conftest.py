@@ -41,3 +41,29 @@ def _xla_optimisations(request):
             jax.config.update("jax_disable_most_optimizations", True)
     else:
         yield
+
+
+# The longest modules first: `--dist loadscope` hands whole modules to the
+# workers in collection order, so a long module collected last leaves the
+# other worker idle until it ends.
+_LONGEST_FIRST = (
+    "test_mml.py",
+    "test_ebm.py",
+    "test_distributed.py",
+    "test_kernels_api.py",
+    "test_score_posterior.py",
+    "test_moments.py",
+    "test_examples.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        name = item.path.name
+        return (
+            _LONGEST_FIRST.index(name)
+            if name in _LONGEST_FIRST
+            else len(_LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: each module's own order is kept
