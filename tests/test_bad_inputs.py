@@ -20,6 +20,7 @@ from numpyro.infer import MCMC
 
 import numpyro_ebm as ne
 from numpyro_ebm.core.sde import vp_sde
+from numpyro_ebm.core.step_size import dual_averaging, robbins_monro
 
 CASES = []
 
@@ -904,6 +905,59 @@ case("local_shard-scalar-data", ValueError, "`data` must have one row per")(
 )
 case("local_shard-index-traced", TypeError, "`process_index` must be a Python int")(
     lambda: jax.jit(lambda p: ne.local_shard(jnp.asarray(ROWS), p, 3))(1)
+)
+
+
+# ------------------------------------------------------------ step sizes
+case("dual_averaging-kappa-half", ValueError, r"`kappa` must be in \(0.5, 1\]")(
+    lambda: dual_averaging(kappa=0.5)
+)
+case("dual_averaging-gamma-zero", ValueError, "`gamma` must be positive")(
+    lambda: dual_averaging(gamma=0.0)
+)
+case("dual_averaging-t0-nan", ValueError, "`t0` must be non-negative")(
+    lambda: dual_averaging(t0=float("nan"))
+)
+case("robbins_monro-gain-nan", ValueError, "`gain` must be positive")(
+    lambda: robbins_monro(0.0, 0.5, 0.6, float("nan"))
+)
+case("robbins_monro-target-one", ValueError, r"`target_accept_prob` must be in")(
+    lambda: robbins_monro(0.0, 0.5, 1.0, 0.05)
+)
+
+
+# ------------------------------------------------------- held-out likelihoods
+def _vae_like(x):
+    with numpyro.plate("data", x.shape[0]):
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0))
+        numpyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+
+def _vae_guide(x):
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("z", dist.Normal(x / 2, 0.7))
+
+
+def _importance(x=Y, **kwargs):
+    return ne.importance_log_likelihood(
+        jax.random.key(0), _vae_like, _vae_guide, {}, x, **kwargs
+    )
+
+
+case("importance-batch-size-zero", ValueError, "`batch_size` must be a positive")(
+    lambda: _importance(batch_size=0)
+)
+case("importance-batch-size-float", TypeError, "`batch_size` must be an integer")(
+    lambda: _importance(batch_size=2.5)
+)
+case("importance-num-samples-zero", ValueError, "`num_samples` must be a positive")(
+    lambda: _importance(num_samples=0)
+)
+case("importance-nan-data", FloatingPointError, "importance log-weights are NaN")(
+    lambda: _importance(Y.at[3].set(jnp.nan), num_samples=8)
+)
+case("importance-batch-size-zero-jit", ValueError, "`batch_size` must be a positive")(
+    lambda: jax.jit(lambda x: _importance(x, batch_size=0))(Y)
 )
 
 

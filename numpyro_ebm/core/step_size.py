@@ -18,6 +18,8 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jax import Array
 
+from numpyro_ebm.core import validation
+
 __all__ = [
     "DualAveragingState",
     "dual_averaging",
@@ -71,6 +73,11 @@ def dual_averaging(t0=10, kappa=0.75, gamma=0.05):
         Sampler*, JMLR 15.
     """
 
+    t0 = validation.non_negative("t0", t0)
+    gamma = validation.positive("gamma", gamma)
+    if not 0.5 < validation.as_float("kappa", kappa) <= 1.0:
+        raise ValueError(f"`kappa` must be in (0.5, 1], got {kappa!r}.")
+
     def init(prox_center=0.0):
         zero = jnp.zeros(())
         return DualAveragingState(
@@ -109,4 +116,7 @@ def robbins_monro(log_step_size, accept_prob, target_accept_prob, gain):
         >>> round(float(robbins_monro(0.0, 0.9, 0.5, 0.1)), 6)
         0.04
     """
+    validation.positive("gain", gain)
+    if validation.is_concrete(target_accept_prob):
+        validation.probability("target_accept_prob", target_accept_prob)
     return log_step_size + gain * (accept_prob - target_accept_prob)
