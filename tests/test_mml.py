@@ -524,6 +524,22 @@ def test_mala_potentials_can_skip_the_contrastive_prior_chains():
     assert abs(float(g_params["s"] - g_params_plain["s"])) > 1.0  # E_p[grad E]
 
 
+def test_a_pgd_iteration_evaluates_the_model_twice():
+    # PGD with its tuned MALA moves: one gradient at the particles (for the
+    # parameters and the latents alike) and one at the proposal; the chain's
+    # first step computed the one at the particles a second time
+    def model(y):
+        theta = numpyro.param("theta", 0.5)
+        x = numpyro.sample("x", dist.Normal(0.0, 1.0).expand([y.shape[0]]).to_event(1))
+        numpyro.sample("y", dist.Normal(jnp.sin(theta * x), 1.0).to_event(1), obs=y)
+
+    y = jnp.linspace(-1.0, 1.0, 5)
+    estimator = ne.PGD(model, num_particles=3)
+    state = estimator.init(jax.random.key(0), y)
+    jaxpr = str(jax.make_jaxpr(lambda s: estimator.update(s, y))(state))
+    assert jaxpr.count(" sin ") == 2  # the model's forward passes
+
+
 def test_latent_moves_skip_the_prior_chains_unless_the_energy_needs_them():
     # an energy with learnable parameters only: the contrastive terms have
     # no gradient in z, so the unadjusted latent moves (SOUL's with a step

@@ -33,7 +33,7 @@ from numpyro.infer.initialization import init_to_uniform
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.chains import run_chains
-from numpyro_ebm.core.langevin import langevin_proposal
+from numpyro_ebm.core.langevin import LangevinState, langevin_proposal
 from numpyro_ebm.core.metrics import metric_from_inverse_mass_matrix
 from numpyro_ebm.core.proposals import is_finite_tree
 from numpyro_ebm.core.schedules import evaluate as evaluate_schedule
@@ -264,8 +264,13 @@ class _Estimator:
         step_size,
         num_steps,
         adjusted,
+        start=None,
     ):
         """Langevin chains on each particle's latents at fixed ``theta``.
+
+        ``start``: the particles' log joints and latent gradients at
+        ``particles`` when already computed (without subsampled plates), so
+        that the chains' first step does not compute them again.
 
         Returns the moved particles and their MALA acceptance probability,
         averaged over the particles and steps (for ``adjusted=False``, that of
@@ -317,6 +322,11 @@ class _Estimator:
                 return -self._log_joint(params, z, args, kwargs, key_model, {}, False)
 
             keys = random.split(key, self.num_particles)
+            if start is not None:  # the potential and its gradient, given
+                lp, grad = start
+                particles = LangevinState(
+                    particles, -lp, jax.tree.map(jnp.negative, grad)
+                )
             particles, accept = jax.vmap(lambda k, z: chain(k, z, potential))(
                 keys, particles
             )
@@ -1038,8 +1048,21 @@ class PGD(_Estimator):
                 h,
             )
         if self.adaptive:  # Metropolis-adjusted latent moves, tuned on acceptance
+            # the log joints and latent gradients above are the chains' start
+            # when they are those of the chains' density: no plates, and no
+            # contrastive term with a gradient in the latents
+            reuse = not self._spec.plates and not self._spec.contrastive_latents
             z, accept = self._latent_chains(
-                key_z, state.params, z, args, kwargs, batch, h, 1, True
+                key_z,
+                state.params,
+                z,
+                args,
+                kwargs,
+                batch,
+                h,
+                1,
+                True,
+                start=(lp, grad_latents) if reuse else None,
             )
             info["accept_prob"] = accept
             next_h = self._tuned_step_size(h, accept)
