@@ -15,7 +15,7 @@ from numpyro.distributions import constraints
 
 from numpyro_ebm.core import validation
 from numpyro_ebm.core.annealed import check_sigmas, noise_annealed_langevin
-from numpyro_ebm.core.compiled import as_pure, captured_arrays
+from numpyro_ebm.core.compiled import as_pure
 from numpyro_ebm.core.pooled import pooled_langevin, warn_if_not_mixed
 
 __all__ = ["EnergyDistribution", "ScoreDistribution"]
@@ -292,9 +292,9 @@ class EnergyDistribution(dist.Distribution):
         apply, state = as_pure(self.energy_fn)
         bare = copy.copy(self)
         bare.energy_fn = None
-        eager = validation.is_concrete(
-            (key, jax.tree.leaves(bare), state, captured_arrays(self.energy_fn))
-        )
+        # a plain function's captured arrays, found once by as_pure
+        captured = getattr(apply, "arrays", ())
+        eager = validation.is_concrete((key, jax.tree.leaves(bare), state, captured))
         if eager:
             try:  # one compiled program per distribution and shape
                 hash(jax.tree.structure(bare))

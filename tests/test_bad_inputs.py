@@ -961,6 +961,35 @@ case("importance-batch-size-zero-jit", ValueError, "`batch_size` must be a posit
 )
 
 
+# ------------------------------------------- SG-MCMC and score-matching losses
+def _subsampled(y):
+    with numpyro.plate("data", y.shape[0], subsample_size=5):
+        m = numpyro.sample("m", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(m, 1.0), obs=numpyro.subsample(y, event_dim=0))
+
+
+case("SGLD-step-nan", ValueError, "`step_size` must be positive")(
+    lambda: ne.SGLD(_subsampled, step_size=float("nan"))
+)
+case("SGHMC-friction-zero", ValueError, "`friction` must be positive")(
+    lambda: ne.SGHMC(_subsampled, step_size=0.01, friction=0.0)
+)
+case("SGHMC-step-zero", ValueError, "`step_size` must be positive")(
+    lambda: ne.SGHMC(_subsampled, step_size=0.0)
+)
+case("UnderdampedLangevin-friction-zero", ValueError, "`friction` must be positive")(
+    lambda: ne.UnderdampedLangevin(gaussian_model, step_size=0.1, friction=0.0)
+)
+case("exact_sm_loss-score-shape", ValueError, "`score_fn` must return scores")(
+    lambda: ne.exact_score_matching_loss(lambda x: x[:, :1], jnp.ones((4, 2)))
+)
+case("exact_sm_loss-score-shape-jit", ValueError, "`score_fn` must return scores")(
+    lambda: jax.jit(lambda x: ne.exact_score_matching_loss(lambda y: y[:, :1], x))(
+        jnp.ones((4, 2))
+    )
+)
+
+
 @pytest.mark.parametrize("fn, error, match", CASES)
 def test_bad_input_is_refused(fn, error, match):
     with pytest.raises(error, match=match):

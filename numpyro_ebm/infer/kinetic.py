@@ -320,7 +320,8 @@ class UnderdampedLangevin(LangevinKernelBase):
                 "it is the initial value of the tuning."
             )
         validation.positive("step_size", step_size)
-        validation.non_negative("friction", friction)
+        # friction 0 keeps the Hamiltonian's energy level: not ergodic
+        validation.positive("friction", friction)
         self._friction = friction
         self._keep_adapted_step_size = bool(adapt_step_size)
         super().__init__(

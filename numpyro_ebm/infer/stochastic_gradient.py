@@ -486,7 +486,8 @@ class SGHMC(_StochasticGradient):
         dense_mass=False,
         init_strategy=init_to_uniform,
     ):
-        validation.non_negative("friction", friction)
+        # friction 0 keeps the Hamiltonian's energy level: not ergodic
+        validation.positive("friction", friction)
         self._friction = friction
         super().__init__(
             model,

@@ -18,6 +18,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import random
+from jax.extend.core import Var
 from numpyro.distributions import biject_to
 from numpyro.distributions.constraints import real
 from numpyro.handlers import seed, substitute, trace
@@ -217,7 +218,7 @@ def _outputs_depend_on_inputs(jaxpr):
     input makes all its outputs dependent: conservative inside loops)."""
 
     def is_var(v):
-        return type(v).__name__ != "Literal"
+        return isinstance(v, Var)
 
     dependent = set(jaxpr.invars)
     for eqn in jaxpr.eqns:

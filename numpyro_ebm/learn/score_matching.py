@@ -79,6 +79,14 @@ def exact_score_matching_loss(score_fn, x):
         score matching*, JMLR 6.
     """
 
+    x = jnp.asarray(x)
+    out = jax.eval_shape(score_fn, jax.ShapeDtypeStruct((1, *x.shape[1:]), x.dtype))
+    if tuple(getattr(out, "shape", ())) != (1, *x.shape[1:]):
+        raise ValueError(
+            f"`score_fn` must return scores of its input's shape {(1, *x.shape[1:])}, "
+            f"got {getattr(out, 'shape', type(out).__name__)}."
+        )
+
     def one(xi):
         f = lambda y: score_fn(y.reshape((1, *xi.shape)))[0].reshape(-1)
         flat = xi.reshape(-1)
